@@ -19,7 +19,7 @@ NYUD_INPUTS = {
     "color-hha": (("color", "hha"), ("color", "hha")),
 }
 INPUT_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1}
-UPSCORE32_KERNEL = {"vgg16": 64, "alexnet": 63, "googlenet": 64}
+UPSCORE32_KERNEL = {"vgg16": 64, "alexnet": 63, "googlenet": 63}
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,13 @@ def get_model(name: str) -> Model:
         return TEMPLATES[name]
     known = sorted(MODELS) + sorted(TEMPLATES)
     raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+
+
+def input_tops(model: Model):
+    """(data-layer tops, prototxt names) of the model's image inputs."""
+    if model.dataset == "nyud":
+        return NYUD_INPUTS[model.inputs]
+    return ("data",), ("data",)
 
 
 def for_dataset(model: Model, dataset: str) -> Model:

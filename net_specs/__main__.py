@@ -1,0 +1,113 @@
+"""Command line: list the models, emit their prototxts.
+
+    python -m net_specs list
+    python -m net_specs emit voc-fcn8s [--out DIR]
+    python -m net_specs emit --all [--out models]
+    python -m net_specs emit fcn8s --dataset folder --classes 5 --mean 104,117,123 --root PATH --out DIR
+"""
+import argparse
+import os
+import sys
+from dataclasses import replace
+
+from .classifiers import CLASSIFIERS, classifier
+from .datasets import DATASETS, custom_dataset, get_dataset
+from .models import MODELS, TEMPLATES, for_dataset, get_model
+from .build import build, PHASES
+from .writer import write_files
+
+
+def parse_mean(text):
+    try:
+        mean = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}") from None
+    if len(mean) != 3:
+        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}")
+    return mean
+
+
+def model_files(name, args):
+    """{filename: prototxt text} for one model and the CLI's overrides."""
+    if name in CLASSIFIERS:
+        return {"deploy.prototxt": str(classifier(name, width=args.width))}
+    model = get_model(name)
+    dataset_name = args.dataset or ("folder" if name in TEMPLATES else model.dataset)
+    if dataset_name == "folder":
+        if args.classes is None:
+            raise ValueError("a folder (custom) dataset needs --classes K")
+        mean = parse_mean(args.mean) if args.mean else get_dataset("folder").mean
+        dataset = custom_dataset(args.classes, mean, args.root)
+    else:
+        dataset = get_dataset(dataset_name)
+        if args.classes is not None:
+            dataset = dataset.with_classes(_positive(args.classes))
+        if args.mean:
+            dataset = replace(dataset, mean=parse_mean(args.mean))
+    if name in TEMPLATES:
+        model = for_dataset(model, dataset.name)
+    return {f"{phase}.prototxt": str(build(model, phase, dataset=dataset, root=args.root,
+                                            width=args.width))
+            for phase in PHASES}
+
+
+def _positive(k):
+    if k < 1:
+        raise ValueError(f"--classes must be a positive integer, got {k}")
+    return k
+
+
+def cmd_list(_args):
+    rows = [(name, m.description + ("" if m.published else "  [beyond the papers]"))
+            for name, m in MODELS.items()]
+    rows += [(name, desc) for name, desc in CLASSIFIERS.items()]
+    rows += [(name, f"template: {m.description} for --dataset (custom data)") for name, m in TEMPLATES.items()]
+    width = max(len(r[0]) for r in rows)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}")
+    print(f"\ndatasets: {', '.join(sorted(DATASETS))}")
+
+
+def cmd_emit(args):
+    if args.all == bool(args.model):
+        raise ValueError("give one MODEL or --all")
+    names = list(MODELS) + list(CLASSIFIERS) if args.all else [args.model]
+    plans = {}
+    for name in names:
+        out = os.path.join(args.out or "models", name) if args.all or not args.out else args.out
+        plans[out] = model_files(name, args)        # build everything before writing anything
+    for out, files in plans.items():
+        write_files(out, files)
+        print(f"wrote {', '.join(sorted(files))} to {out}/")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m net_specs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="every model with a one-line description")
+    emit = sub.add_parser("emit", help="write train/val/deploy prototxts")
+    emit.add_argument("model", nargs="?", help="model or template name (see `list`)")
+    emit.add_argument("--all", action="store_true", help="every model, into OUT/<model>/")
+    emit.add_argument("--out", help="output directory (default models/<model>)")
+    emit.add_argument("--dataset", help=f"dataset ({', '.join(sorted(DATASETS))})")
+    emit.add_argument("--classes", type=int, help="number of classes (custom datasets)")
+    emit.add_argument("--mean", help="BGR mean, e.g. 104.0,116.7,122.7")
+    emit.add_argument("--root", help="dataset directory written into the data layer")
+    emit.add_argument("--width", type=float, default=1.0, help="trunk width multiplier (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            cmd_list(args)
+        else:
+            if args.width <= 0:
+                raise ValueError(f"--width must be positive, got {args.width}")
+            cmd_emit(args)
+    except ValueError as exc:
+        print(f"net_specs: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Assemble a model's train / val / deploy NetParameter from the table.
+
+Data flows one way: dataset record -> data layer (or Input) -> trunk ->
+head -> loss. The three phases differ only in the first and last steps.
+"""
+import json
+from typing import Optional
+
+import caffe
+from caffe import layers as L, params as P
+
+from . import trunks
+from .datasets import Dataset
+from .heads import fcn_head, score_layer, skip_head
+from .models import INPUT_CHANNELS, UPSCORE32_KERNEL, Model, get_model, input_tops
+
+PHASES = ("train", "val", "deploy")
+SEED = 1337
+DEPLOY_SIZE = (500, 500)
+
+
+def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefetch=True):
+    """The JSON param_str of the Python data layer (parsed, never eval'd)."""
+    source = dataset.train if phase == "train" else dataset.val
+    params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
+                  seed=SEED, randomize=phase == "train", prefetch=prefetch)
+    params.update(source.params)
+    if len(dataset.heads) == 1:
+        params["n_classes"] = dataset.n_classes
+    if dataset.name == "nyud":
+        layer_tops, _ = input_tops(model)
+        params["tops"] = list(layer_tops) + ["label"]
+        params.update(dict((k, list(v)) for k, v in dataset.extra_means))
+    return json.dumps(params, sort_keys=True)
+
+
+def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
+               root=None, prefetch=True):
+    """Python data layer (train/val) or Input layers (deploy); returns image tops."""
+    _, names = input_tops(model)
+    if phase == "deploy":
+        for name in names:
+            n[name] = L.Input(shape=dict(dim=[1, INPUT_CHANNELS[name], size[0], size[1]]))
+        return [n[name] for name in names]
+    source = dataset.train if phase == "train" else dataset.val
+    label_names = [h.label for h in dataset.heads]
+    tops = L.Python(module=source.module, layer=source.layer_class,
+                    ntop=len(names) + len(label_names),
+                    param_str=data_param_str(model, dataset, phase, root, prefetch))
+    for name, top in zip(list(names) + label_names, tops):
+        n[name] = top
+    return [n[name] for name in names]
+
+
+def add_losses(n, dataset: Dataset, normalize: bool):
+    for i, head in enumerate(dataset.heads):
+        loss_name = "loss" if i == 0 else "loss" + head.suffix
+        n[loss_name] = L.SoftmaxWithLoss(n["score" + head.suffix], n[head.label],
+                                         loss_param=dict(normalize=normalize, ignore_label=255))
+
+
+def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
+          width: float = 1.0, size=DEPLOY_SIZE, prefetch=True) -> caffe.proto.caffe_pb2.NetParameter:
+    """The NetParameter of `model` ("voc-fcn8s" or a Model) for one phase.
+
+    `dataset` overrides the model's dataset (custom data), `root` the data
+    location, `width` narrows every trunk channel count (the demo's
+    stand-in VGG16), `size` is the deploy input size.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    model = get_model(model) if isinstance(model, str) else model
+    dataset = dataset or model.get_dataset()
+    n = caffe.NetSpec()
+    images = add_inputs(n, model, dataset, phase, size, root, prefetch)
+    kernel32 = UPSCORE32_KERNEL[model.trunk]
+
+    if model.inputs == "color-hha":
+        build_late_fusion(n, model, dataset, images, width)
+    else:
+        bottom = images[0]
+        first_conv = "conv1_1"
+        if model.inputs == "color-d":
+            n.data = L.Concat(*images)
+            bottom, first_conv = n.data, "conv1_1_bgrd"
+        if model.trunk == "vgg16":
+            feats = trunks.vgg16(n, bottom, width=width, first_conv=first_conv)
+        elif model.trunk == "alexnet":
+            feats = trunks.alexnet(n, bottom, width=width)
+        elif model.trunk == "googlenet":
+            feats = trunks.googlenet(n, bottom, width=width)
+        else:
+            raise ValueError(f"unknown trunk {model.trunk!r}")
+        if model.stride != 32 and "pool4" not in feats:
+            raise ValueError(f"{model.name}: the {model.trunk} trunk has no skip layers; "
+                             "only stride 32 is defined")
+        for head in dataset.heads:
+            fcn_head(n, feats, bottom, model.stride, head.n_classes, head.suffix, model.atonce, kernel32)
+
+    if phase != "deploy":
+        add_losses(n, dataset, model.normalize)
+    proto = n.to_proto()
+    proto.name = model.name
+    return proto
+
+
+def build_late_fusion(n, model: Model, dataset: Dataset, images, width):
+    """Two VGG16 streams (layer names suffixed by modality), scores averaged."""
+    if model.stride != 32 or len(dataset.heads) != 1:
+        raise ValueError("late fusion is defined for FCN-32s with one head")
+    n_out = dataset.n_classes
+    scores = []
+    for image, modality in zip(images, ("color", "hha")):
+        feats = trunks.vgg16(n, image, suffix=modality, width=width)
+        n["score_fr" + modality] = score_layer(feats["out"], n_out)
+        scores.append(n["score_fr" + modality])
+    n.score_fused = L.Eltwise(*scores, operation=P.Eltwise.SUM, coeff=[0.5, 0.5])
+    skip_head(n, n.score_fused, {}, images[0], 32, n_out)
+
