@@ -33,7 +33,7 @@ $(VENV)/.requirements: requirements.txt
 venv: $(VENV)/.requirements
 
 caffe: venv
-	@PYTHON=$(PY) bash docker/build_caffe.sh
+	@PYTHON=$(PY) bash docker/build_caffe.sh $(CAFFE_BUILD_FLAGS)
 
 test: install
 	$(PY) -m pytest -q tests
