@@ -1,0 +1,49 @@
+"""The one Caffe layer behind every dataset: whole images, batch 1, any size.
+
+A format module only binds its `Reader`; this class parses param_str, orders
+the split, prefetches, and reshapes the tops to each image. `reshape` takes
+the next example only when the previous one was consumed by `forward`, so
+extra reshapes (net construction, `net.reshape()`) never skip an image.
+"""
+import caffe
+
+from . import order
+from .prefetch import stream
+
+
+class SegDataLayer(caffe.Layer):
+    """Python data layer: tops as the reader names them, no bottoms.
+
+    (pycaffe's top vector supports len() and indexing, not iteration.)"""
+
+    reader_class = None             # a layers.reader.Reader subclass
+
+    def setup(self, bottom, top):
+        name = type(self).__name__
+        self.reader = self.reader_class.from_param_str(self.param_str)
+        if len(bottom) != 0:
+            raise ValueError(f"{name} takes no bottoms, got {len(bottom)}")
+        tops = self.reader.tops
+        if len(top) != len(tops):
+            raise ValueError(f"{name} needs {len(tops)} tops ({', '.join(tops)}), got {len(top)}")
+        self.reader.check_files()
+        p = self.reader.params
+        keys = order.keys(self.reader.ids, p["randomize"], p["seed"])
+        self.stream = stream(self.reader.load, keys, p["prefetch"], f"{name}:{p['split']}")
+        self.key, self.example = None, None
+
+    def reshape(self, bottom, top):
+        if self.example is None:
+            self.key, self.example = self.stream.next()
+        for i, array in enumerate(self.example):
+            top[i].reshape(1, *array.shape)
+
+    def forward(self, bottom, top):
+        if self.example is None:    # forward without reshape: not done by Caffe, but safe
+            self.reshape(bottom, top)
+        for i, array in enumerate(self.example):
+            top[i].data[...] = array
+        self.example = None
+
+    def backward(self, top, propagate_down, bottom):
+        pass

@@ -1,0 +1,86 @@
+"""What every dataset format shares, without Caffe: params, split, file checks.
+
+A format subclasses `Reader` and only says where its files are (`split_path`,
+`files`) and how to turn one id into arrays (`load_tops`). The Caffe layer
+(`layers.base`), the tests and the benchmark all go through `load`, which
+adds the checks every format needs: all tops of one example the same size.
+"""
+import os
+
+from . import params as P
+from .io import DataError, caffe_image, caffe_label, check_labels, read_rgb, read_split
+
+COMMON = {
+    "root": P.Param(P.as_str),
+    "split": P.Param(P.as_str),
+    "mean": P.Param(P.as_floats(3)),
+    "randomize": P.Param(P.as_bool, True),
+    "seed": P.Param(P.as_seed, 1337),
+    "prefetch": P.Param(P.as_bool, True),
+    "n_classes": P.Param(P.optional(P.positive(P.as_int)), None),
+}
+MAX_LISTED = 5
+
+
+class Reader:
+    """One dataset on disk: its split ids and how to load one example."""
+
+    PARAMS = {}                     # format-specific keys, merged over COMMON
+    TOPS = ("data", "label")
+
+    def __init__(self, params):
+        self.params = params
+        self.root = params["root"]
+        self.split = params["split"]
+        self.split_file = self.split_path()
+        self.ids = read_split(self.split_file)
+
+    @classmethod
+    def spec(cls):
+        return {**COMMON, **cls.PARAMS}
+
+    @classmethod
+    def from_param_str(cls, param_str):
+        return cls(P.parse(param_str, cls.spec(), cls.__name__))
+
+    @property
+    def tops(self):
+        return self.TOPS
+
+    def split_path(self):
+        return os.path.join(self.root, self.split + ".txt")
+
+    def files(self, key):
+        """Every file example `key` reads (for the up-front existence check)."""
+        raise NotImplementedError
+
+    def load_tops(self, key):
+        """[(path, array)] per top, each array C x H x W float32."""
+        raise NotImplementedError
+
+    def image_and_label(self, image_path, label_path, label):
+        """The (data, label) tops of the usual RGB image + class map pair."""
+        label = check_labels(label, self.params["n_classes"], label_path)
+        return [(image_path, caffe_image(read_rgb(image_path), self.params["mean"])),
+                (label_path, caffe_label(label))]
+
+    def check_files(self):
+        """Fail at setup, not hours into training, if the split names absent files."""
+        missing = [p for key in self.ids for p in self.files(key) if not os.path.isfile(p)]
+        if missing:
+            shown = ", ".join(missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
+            raise FileNotFoundError(f"{len(missing)} file(s) named by split file {self.split_file} "
+                                    f"not found: {shown}")
+
+    def load(self, key):
+        """Tuple of arrays in top order, all with one H x W."""
+        tops = self.load_tops(key)
+        (path0, first), rest = tops[0], tops[1:]
+        for path, array in rest:
+            if array.shape[1:] != first.shape[1:]:
+                raise DataError(path, f"size {_wxh(array)} differs from {_wxh(first)} of {path0}")
+        return tuple(array for _, array in tops)
+
+
+def _wxh(array):
+    return f"{array.shape[-1]}x{array.shape[-2]} (WxH)"
