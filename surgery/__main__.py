@@ -1,0 +1,84 @@
+"""Command line: `python -m surgery convert ...` and `python -m surgery download ...`.
+
+convert: ImageNet classifier (deploy prototxt + caffemodel) -> FCN initial
+weights: transplant by name (fc layers convolutionalised), bilinear upscore*
+deconvolutions, written atomically, with the transplant table printed.
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
+
+import caffe  # noqa: E402
+
+from .bilinear import interp, upsampling_layers  # noqa: E402
+from .download import MODELS, download as fetch_model  # noqa: E402
+from .errors import SurgeryError  # noqa: E402
+from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from .transplant import transplant  # noqa: E402
+
+
+def parse_shape(text):
+    """TOP=1x3x64x64 -> ("TOP", (1, 3, 64, 64))."""
+    try:
+        top, dims = text.split("=")
+        return top, tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOP=NxCxHxW, got {text!r}") from None
+
+
+def convert(args):
+    src = load_net(args.src_proto, args.src_weights, caffe.TEST)
+    dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
+    if args.dst_weights:
+        copy_weights(dst, args.dst_weights)
+    transplant(src, dst, args.suffix)
+    ups = upsampling_layers(dst)
+    interp(dst, ups)
+    print(f"bilinear: {', '.join(ups) or 'no upscore* deconvolutions'}")
+    save_weights(dst, args.out)
+    print(f"wrote {args.out}")
+
+
+def download(args):
+    print(fetch_model(args.model, args.dir))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m surgery", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="classifier caffemodel -> FCN initialisation")
+    c.add_argument("--src-proto", required=True, help="source deploy prototxt")
+    c.add_argument("--src-weights", required=True, help="source caffemodel")
+    c.add_argument("--dst-proto", required=True, help="FCN prototxt (train/val/deploy)")
+    c.add_argument("--out", required=True, help="caffemodel to write")
+    c.add_argument("--suffix", default="", help="target name suffix, e.g. _hha (late fusion)")
+    c.add_argument("--dst-weights", help="start from these weights (e.g. the other stream)")
+    c.add_argument("--input-size", type=int, default=64,
+                   help="side of the Input that replaces Python data layers (default 64)")
+    c.add_argument("--input-shape", type=parse_shape, action="append", default=[],
+                   metavar="TOP=NxCxHxW", help="shape of one replaced data top (repeatable)")
+    c.set_defaults(run=convert)
+
+    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel")
+    d.add_argument("model", choices=sorted(MODELS))
+    d.add_argument("--dir", default="weights", help="directory to write into (default weights/)")
+    d.set_defaults(run=download)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SurgeryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

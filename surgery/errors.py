@@ -1,0 +1,6 @@
+"""The one exception surgery raises for bad inputs, so callers (and the CLI)
+can report it as a message instead of a traceback."""
+
+
+class SurgeryError(Exception):
+    """A net, weight file or layer that surgery cannot use as asked."""

@@ -1,0 +1,224 @@
+"""Load and save nets so that bad files raise SurgeryError instead of aborting.
+
+Caffe treats an unreadable prototxt or caffemodel, a weight blob of the wrong
+shape and an unknown layer type as fatal (glog CHECK: the whole process dies
+with no Python exception). Those cases (missing, unparsable or ill-fitting
+files, unknown layer types, dangling bottoms) are checked first in Python,
+with the protobuf classes Caffe itself uses.
+"""
+import os
+import tempfile
+
+import caffe
+import numpy as np
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+
+from .errors import SurgeryError
+
+# Tops a Python data layer may produce that hold one channel (labels, depth).
+ONE_CHANNEL_TOPS = ("label", "sem", "geo", "depth")
+INPUT_SIZE = 64
+
+
+def read_prototxt(path):
+    """Parse a text NetParameter, naming the file on any failure."""
+    if not os.path.isfile(path):
+        raise SurgeryError(f"prototxt not found: {path}")
+    param = caffe_pb2.NetParameter()
+    try:
+        with open(path) as f:
+            text_format.Merge(f.read(), param)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise SurgeryError(f"cannot parse prototxt {path}: {e}") from None
+    return param
+
+
+def read_weights(path):
+    """Parse a binary caffemodel; missing, empty, truncated or corrupt files raise."""
+    if not os.path.isfile(path):
+        raise SurgeryError(f"caffemodel not found: {path}")
+    if path.endswith(".h5"):
+        raise SurgeryError(f"{path}: HDF5 weights are not supported, use a binary .caffemodel")
+    with open(path, "rb") as f:
+        data = f.read()
+    param = caffe_pb2.NetParameter()
+    try:
+        param.ParseFromString(data)
+    except Exception as e:  # DecodeError; upb raises its own subclasses
+        raise SurgeryError(f"caffemodel {path} is truncated or corrupt "
+                           f"({len(data)} bytes; protobuf: {e})") from None
+    if not any(layer.blobs for layer in weight_layers(param)):
+        raise SurgeryError(f"caffemodel {path} ({len(data)} bytes) holds no learned "
+                           f"parameters: empty, truncated or not a caffemodel")
+    return param
+
+
+def weight_layers(param):
+    """Layers of a NetParameter in either format (V1 `layers` as in VGG16's file)."""
+    return list(param.layer) + list(param.layers)
+
+
+class _Blob:
+    """The `.data` of one stored blob, as caffe.Net.params entries have."""
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class WeightsFile:
+    """A caffemodel's parameters by layer name, shaped like `caffe.Net.params`.
+
+    Lets `transplant` copy from any caffemodel (an ILSVRC classifier, an
+    earlier FCN stage, a surgery output) with no prototxt for it.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.params = {}
+        for layer in weight_layers(read_weights(path)):
+            if not layer.blobs:
+                continue
+            blobs = []
+            for j, blob in enumerate(layer.blobs):
+                shape = blob_proto_shape(blob)
+                values = np.asarray(blob.data if len(blob.data) else blob.double_data, np.float32)
+                if values.size != int(np.prod(shape)):
+                    raise SurgeryError(f"{path}: layer {layer.name!r} blob {j} holds {values.size} "
+                                       f"values for shape {shape}")
+                if len(shape) == 4 and shape[:2] == (1, 1) and layer.type in (
+                        "InnerProduct", caffe_pb2.V1LayerParameter.INNER_PRODUCT):
+                    shape = shape[2:]          # legacy 1x1xOxI fully connected weights
+                blobs.append(_Blob(values.reshape(shape)))
+            self.params[layer.name] = blobs
+
+
+def check_structure(param, path):
+    """Unknown layer types and dangling bottoms: both are fatal inside Caffe."""
+    known = set(caffe.layer_type_list())
+    produced = set(param.input)
+    for layer in param.layer:
+        if layer.type not in known:
+            raise SurgeryError(f"{path}: layer {layer.name!r} has type {layer.type!r}, "
+                               f"which this Caffe build does not register")
+        missing = [b for b in layer.bottom if b not in produced]
+        if missing:
+            raise SurgeryError(f"{path}: layer {layer.name!r} reads {missing}, "
+                               f"which no earlier layer produces")
+        produced.update(layer.top)
+
+
+def blob_proto_shape(blob):
+    """A BlobProto's shape; legacy (num, channels, height, width) when set."""
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(blob.shape.dim)
+
+
+def _fits(target_shape, blob):
+    """Caffe's Blob::ShapeEquals: legacy 4-d shapes compare padded on the left."""
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        padded = (1,) * (4 - len(target_shape)) + target_shape
+        return len(target_shape) <= 4 and padded == blob_proto_shape(blob)
+    return target_shape == tuple(blob.shape.dim)
+
+
+def check_weights_fit(net, param, path):
+    """Everything CopyTrainedLayersFrom would CHECK-fail on, as one clear error."""
+    targets = {name: [b.data.shape for b in layer.blobs]
+               for name, layer in zip(net._layer_names, net.layers)}
+    for layer in weight_layers(param):
+        if layer.name not in targets:
+            continue  # Caffe ignores weights of layers the net lacks
+        shapes = targets[layer.name]
+        if len(shapes) != len(layer.blobs):
+            raise SurgeryError(f"{path}: layer {layer.name!r} has {len(layer.blobs)} blobs "
+                               f"but the net's layer has {len(shapes)}")
+        for j, (shape, blob) in enumerate(zip(shapes, layer.blobs)):
+            if not _fits(shape, blob):
+                raise SurgeryError(f"{path}: layer {layer.name!r} blob {j} has shape "
+                                   f"{blob_proto_shape(blob)} but the net expects {shape}")
+            n = len(blob.data) or len(blob.double_data)
+            if n != int(np.prod(shape)):
+                raise SurgeryError(f"{path}: layer {layer.name!r} blob {j} holds {n} values, "
+                                   f"expected {int(np.prod(shape))} for shape {shape}")
+
+
+def load_net(proto, weights=None, phase=caffe.TEST):
+    """caffe.Net(proto[, weights]) with every fatal case turned into SurgeryError."""
+    check_structure(read_prototxt(proto), proto)
+    net = caffe.Net(proto, phase)
+    if weights is not None:
+        copy_weights(net, weights)
+    return net
+
+
+def copy_weights(net, path):
+    """net.copy_from(path) after checking the file parses and fits the net."""
+    check_weights_fit(net, read_weights(path), path)
+    net.copy_from(path)
+
+
+def net_from_param(param, phase=caffe.TEST):
+    """Instantiate a NetParameter (Caffe only builds nets from files)."""
+    check_structure(param, f"net {param.name!r}")
+    fd, path = tempfile.mkstemp(suffix=".prototxt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text_format.MessageToString(param))
+        return caffe.Net(path, phase)
+    finally:
+        os.unlink(path)
+
+
+def default_input_shape(top, size=INPUT_SIZE):
+    """1x1xSxS for label/depth tops, 1x3xSxS for images."""
+    channels = 1 if top in ONE_CHANNEL_TOPS or "label" in top else 3
+    return (1, channels, size, size)
+
+
+def replace_data_layers(param, shapes=None, size=INPUT_SIZE):
+    """A copy of `param` whose Python data layers are Input layers.
+
+    Surgery needs the net's parameters, not its data: an Input layer with the
+    same tops lets the net be built without the dataset (or the data layer's
+    module). `shapes` maps top name to shape; other tops get default_input_shape.
+    """
+    shapes = shapes or {}
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        new = out.layer.add()
+        if layer.type != "Python" or layer.bottom:
+            new.CopyFrom(layer)
+            continue
+        new.name, new.type = layer.name, "Input"
+        new.top.extend(layer.top)
+        new.include.extend(layer.include)
+        new.exclude.extend(layer.exclude)
+        for top in layer.top:
+            dims = shapes.get(top) or default_input_shape(top, size)
+            new.input_param.shape.add().dim.extend(dims)
+    return out
+
+
+def load_for_surgery(proto, phase=caffe.TRAIN, shapes=None, size=INPUT_SIZE):
+    """A destination net built without its dataset (see replace_data_layers)."""
+    return net_from_param(replace_data_layers(read_prototxt(proto), shapes, size), phase)
+
+
+def save_weights(net, path):
+    """net.save through a temporary name and os.replace: never a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        net.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
