@@ -42,13 +42,19 @@ test-fast: install
 	$(PY) -m pytest -q -m 'not slow' tests
 
 demo: install
-	@echo "make demo: not yet implemented (see the solvers issue)" >&2; exit 1
+	$(PY) -m demo --out runs/demo
 
 prototxts: install
 	$(PY) -m net_specs emit --all --out models
 
 bench: install
-	$(PY) -m bench
+	@$(MAKE) --no-print-directory install-bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+# Benchmark-only Python deps (torch for bench/torch_ref.py and its test).
+.PHONY: install-bench
+install-bench: venv
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 
 DOCKER_IMAGE ?= fcn-caffe:cuda
 docker-build:
@@ -59,3 +65,117 @@ docker-run:
 
 clean-caffe:
 	rm -rf .cache/caffe
+
+# ---------------------------------------------------------------------------
+# The papers' pipelines: data -> ImageNet weights -> surgery -> 32s -> 16s -> 8s
+# -> score. `make fcn8s-voc` runs the whole chain; `make -n fcn8s-voc` shows it.
+# GPU=N picks a GPU (the Docker image sets GPU=0), CPU=1 forces the CPU,
+# ITERS=N shortens every stage.
+DEVICE     = $(if $(CPU),--cpu,$(if $(GPU),--gpu $(GPU),--cpu))
+ITERS_FLAG = $(if $(ITERS),--iters $(ITERS))
+DL         := datasets/downloads
+UNPACK     := datasets/_unpacked
+VGG16      := weights/VGG_ILSVRC_16_layers.caffemodel
+ALEXNET    := weights/bvlc_alexnet.caffemodel
+
+.PHONY: data-voc data-nyud data-siftflow data-pascalcontext weights-vgg16 weights-alexnet
+
+# -- data (each unpacks once, then leaves a .ready marker) --------------------
+datasets/pascal/VOC2011/.ready:
+	$(PY) -m data.fetch voc2011 --dir $(DL) --extract $(UNPACK)
+	mkdir -p datasets/pascal && rm -rf datasets/pascal/VOC2011 && mv $(UNPACK)/VOCdevkit/VOC2011 datasets/pascal/VOC2011
+	touch $@
+datasets/pascal/VOC2010/.ready:
+	$(PY) -m data.fetch voc2010 --dir $(DL) --extract $(UNPACK)
+	mkdir -p datasets/pascal && rm -rf datasets/pascal/VOC2010 && mv $(UNPACK)/VOCdevkit/VOC2010 datasets/pascal/VOC2010
+	touch $@
+datasets/sbdd/dataset/.ready:
+	$(PY) -m data.fetch sbd --dir $(DL) --extract $(UNPACK)
+	mkdir -p datasets/sbdd && rm -rf datasets/sbdd/dataset && mv $(UNPACK)/benchmark_RELEASE/dataset datasets/sbdd/dataset
+	touch $@
+datasets/nyud/.ready:
+	$(PY) -m data.fetch nyud --dir $(DL) --extract $(UNPACK)
+	rm -rf datasets/nyud && mv $(UNPACK)/nyud datasets/nyud
+	touch $@
+datasets/sift-flow/.ready:
+	$(PY) -m data.fetch siftflow --dir $(DL) --extract $(UNPACK)
+	rm -rf datasets/sift-flow && mv $(UNPACK)/SiftFlowDataset datasets/sift-flow
+	touch $@
+datasets/pascal-context/.ready: datasets/pascal/VOC2010/.ready
+	$(PY) -m data.fetch pascalcontext pascalcontext-59 --dir $(DL) --extract $(UNPACK)
+	mkdir -p datasets/pascal-context && cp -r $(UNPACK)/trainval datasets/pascal-context/ \
+	  && cp $(UNPACK)/labels.txt $(DL)/59_labels.txt datasets/pascal-context/
+	touch $@
+
+data-voc: install datasets/pascal/VOC2011/.ready datasets/sbdd/dataset/.ready
+data-nyud: install datasets/nyud/.ready
+data-siftflow: install datasets/sift-flow/.ready
+data-pascalcontext: install datasets/pascal-context/.ready
+
+# -- ImageNet weights and surgery ---------------------------------------------
+$(VGG16):
+	$(PY) -m surgery download vgg16 --dir weights
+$(ALEXNET):
+	$(PY) -m surgery download alexnet --dir weights
+weights-vgg16: install $(VGG16)
+weights-alexnet: install $(ALEXNET)
+
+models/%/train.prototxt:
+	$(PY) -m net_specs emit $* --out models/$*
+
+# weights/<model>-init.caffemodel: the ILSVRC classifier convolutionised into
+# <model> (fc6/fc7 coerced to convolutions, upsampling set to bilinear).
+weights/%-init.caffemodel: models/%/train.prototxt models/vgg16-ilsvrc/deploy.prototxt | weights-vgg16
+	$(PY) -m surgery convert --src-proto models/vgg16-ilsvrc/deploy.prototxt --src-weights $(VGG16) \
+	  --dst-proto models/$*/train.prototxt --out $@
+weights/voc-fcn-alexnet-init.caffemodel: models/voc-fcn-alexnet/train.prototxt models/alexnet-ilsvrc/deploy.prototxt | weights-alexnet
+	$(PY) -m surgery convert --src-proto models/alexnet-ilsvrc/deploy.prototxt --src-weights $(ALEXNET) \
+	  --dst-proto models/voc-fcn-alexnet/train.prototxt --out $@
+models/%/deploy.prototxt:
+	$(PY) -m net_specs emit $* --out models/$*
+.PRECIOUS: models/%/train.prototxt models/%/deploy.prototxt weights/%-init.caffemodel
+
+# -- training stages: runs/<model>/final.caffemodel ---------------------------
+# $(call stage,MODEL,INITIAL WEIGHTS,DATA TARGET)
+define stage
+runs/$(1)/final.caffemodel: $(2) | $(3)
+	$$(PY) -m solvers.solve $(1) --weights $(2) $$(DEVICE) $$(ITERS_FLAG)
+endef
+$(eval $(call stage,voc-fcn32s,weights/voc-fcn32s-init.caffemodel,data-voc))
+$(eval $(call stage,voc-fcn16s,runs/voc-fcn32s/final.caffemodel,data-voc))
+$(eval $(call stage,voc-fcn8s,runs/voc-fcn16s/final.caffemodel,data-voc))
+$(eval $(call stage,voc-fcn8s-atonce,weights/voc-fcn8s-atonce-init.caffemodel,data-voc))
+$(eval $(call stage,voc-fcn-alexnet,weights/voc-fcn-alexnet-init.caffemodel,data-voc))
+$(eval $(call stage,nyud-fcn32s-color,weights/nyud-fcn32s-color-init.caffemodel,data-nyud))
+$(eval $(call stage,nyud-fcn32s-hha,weights/nyud-fcn32s-hha-init.caffemodel,data-nyud))
+$(eval $(call stage,nyud-fcn32s-color-d,weights/nyud-fcn32s-color-d-init.caffemodel,data-nyud))
+$(eval $(call stage,nyud-fcn32s-color-hha,runs/nyud-fcn32s-color/final.caffemodel runs/nyud-fcn32s-hha/final.caffemodel,data-nyud))
+$(eval $(call stage,siftflow-fcn32s,weights/siftflow-fcn32s-init.caffemodel,data-siftflow))
+$(eval $(call stage,siftflow-fcn16s,runs/siftflow-fcn32s/final.caffemodel,data-siftflow))
+$(eval $(call stage,siftflow-fcn8s,runs/siftflow-fcn16s/final.caffemodel,data-siftflow))
+$(eval $(call stage,pascalcontext-fcn32s,weights/pascalcontext-fcn32s-init.caffemodel,data-pascalcontext))
+$(eval $(call stage,pascalcontext-fcn16s,runs/pascalcontext-fcn32s/final.caffemodel,data-pascalcontext))
+$(eval $(call stage,pascalcontext-fcn8s,runs/pascalcontext-fcn16s/final.caffemodel,data-pascalcontext))
+
+# -- user-facing targets: train the chain, then score on the val split --------
+# $(call trained,TARGET,MODEL)
+define trained
+.PHONY: $(1)
+$(1): runs/$(2)/final.caffemodel
+	$$(PY) -m solvers.score $(2) $$< $$(DEVICE) --out runs/$(2)/scores.json
+endef
+$(eval $(call trained,fcn32s-voc,voc-fcn32s))
+$(eval $(call trained,fcn16s-voc,voc-fcn16s))
+$(eval $(call trained,fcn8s-voc,voc-fcn8s))
+$(eval $(call trained,fcn8s-atonce-voc,voc-fcn8s-atonce))
+$(eval $(call trained,fcn-alexnet-voc,voc-fcn-alexnet))
+$(eval $(call trained,fcn32s-nyud-color,nyud-fcn32s-color))
+$(eval $(call trained,fcn32s-nyud-hha,nyud-fcn32s-hha))
+$(eval $(call trained,fcn32s-nyud-color-d,nyud-fcn32s-color-d))
+$(eval $(call trained,fcn32s-nyud-color-hha,nyud-fcn32s-color-hha))
+$(eval $(call trained,fcn32s-siftflow,siftflow-fcn32s))
+$(eval $(call trained,fcn16s-siftflow,siftflow-fcn16s))
+$(eval $(call trained,fcn8s-siftflow,siftflow-fcn8s))
+$(eval $(call trained,fcn32s-pascalcontext,pascalcontext-fcn32s))
+$(eval $(call trained,fcn16s-pascalcontext,pascalcontext-fcn16s))
+$(eval $(call trained,fcn8s-pascalcontext,pascalcontext-fcn8s))

@@ -5,6 +5,8 @@ the split, prefetches, and reshapes the tops to each image. `reshape` takes
 the next example only when the previous one was consumed by `forward`, so
 extra reshapes (net construction, `net.reshape()`) never skip an image.
 """
+import itertools
+
 import caffe
 
 from . import order
@@ -27,10 +29,27 @@ class SegDataLayer(caffe.Layer):
         if len(top) != len(tops):
             raise ValueError(f"{name} needs {len(tops)} tops ({', '.join(tops)}), got {len(top)}")
         self.reader.check_files()
+        self._start(0)
+
+    def _start(self, skip):
+        """(Re)start serving at example `skip` of the seeded sequence."""
         p = self.reader.params
-        keys = order.keys(self.reader.ids, p["randomize"], p["seed"])
-        self.stream = stream(self.reader.load, keys, p["prefetch"], f"{name}:{p['split']}")
+        keys = itertools.islice(order.keys(self.reader.ids, p["randomize"], p["seed"]), skip, None)
+        old = getattr(self, "stream", None)
+        if old is not None:
+            old.close()
+        self.stream = stream(self.reader.load, keys, p["prefetch"],
+                             f"{type(self).__name__}:{p['split']}")
         self.key, self.example = None, None
+
+    @property
+    def ids(self):
+        """The split's ids, in split-file order."""
+        return self.reader.ids
+
+    def skip(self, n):
+        """Continue as if `n` examples had been served (resuming a solver)."""
+        self._start(int(n))
 
     def reshape(self, bottom, top):
         if self.example is None:

@@ -8,53 +8,23 @@
 import argparse
 import os
 import sys
-from dataclasses import replace
 
 from .classifiers import CLASSIFIERS, classifier
-from .datasets import DATASETS, custom_dataset, get_dataset
-from .models import MODELS, TEMPLATES, for_dataset, get_model
+from .datasets import DATASETS
+from .models import MODELS, TEMPLATES
+from .resolve import resolve
 from .build import build, PHASES
 from .writer import write_files
-
-
-def parse_mean(text):
-    try:
-        mean = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}") from None
-    if len(mean) != 3:
-        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}")
-    return mean
 
 
 def model_files(name, args):
     """{filename: prototxt text} for one model and the CLI's overrides."""
     if name in CLASSIFIERS:
         return {"deploy.prototxt": str(classifier(name, width=args.width))}
-    model = get_model(name)
-    dataset_name = args.dataset or ("folder" if name in TEMPLATES else model.dataset)
-    if dataset_name == "folder":
-        if args.classes is None:
-            raise ValueError("a folder (custom) dataset needs --classes K")
-        mean = parse_mean(args.mean) if args.mean else get_dataset("folder").mean
-        dataset = custom_dataset(args.classes, mean, args.root)
-    else:
-        dataset = get_dataset(dataset_name)
-        if args.classes is not None:
-            dataset = dataset.with_classes(_positive(args.classes))
-        if args.mean:
-            dataset = replace(dataset, mean=parse_mean(args.mean))
-    if name in TEMPLATES:
-        model = for_dataset(model, dataset.name)
+    model, dataset = resolve(name, args.dataset, args.classes, args.mean, root=args.root)
     return {f"{phase}.prototxt": str(build(model, phase, dataset=dataset, root=args.root,
                                             width=args.width))
             for phase in PHASES}
-
-
-def _positive(k):
-    if k < 1:
-        raise ValueError(f"--classes must be a positive integer, got {k}")
-    return k
 
 
 def cmd_list(_args):

@@ -331,48 +331,13 @@ def parse_width(text):
     return width
 
 
-def _parse_mean(text):
-    try:
-        mean = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        mean = ()
-    if len(mean) != 3:
-        raise ScoreError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}")
-    return mean
-
-
 def resolve_model(name, classes=None, mean=None, class_names=None):
     """(Model, Dataset) for a model or template name and the CLI's overrides."""
-    from dataclasses import replace
-    from net_specs import custom_dataset, get_model
-    from net_specs.models import TEMPLATES, for_dataset
+    from net_specs.resolve import resolve
     try:
-        model = get_model(name)
+        return resolve(name, classes=classes, mean=mean, class_names=class_names)
     except ValueError as exc:
         raise ScoreError(str(exc)) from None
-    names = tuple(n.strip() for n in class_names.split(",")) if class_names else ()
-    dataset = model.get_dataset()
-    if name in TEMPLATES or dataset.name == "folder":
-        if classes is None:
-            raise ScoreError(f"{name} is a template for custom data: give --classes K "
-                             "(and --mean B,G,R)")
-        if names and len(names) != classes:
-            raise ScoreError(f"--class-names lists {len(names)} names for {classes} classes")
-        try:
-            dataset = custom_dataset(classes, _parse_mean(mean) if mean else dataset.mean,
-                                     class_names=names)
-        except ValueError as exc:
-            raise ScoreError(str(exc)) from None
-        if name in TEMPLATES:
-            model = for_dataset(model, dataset.name)
-    else:
-        if classes is not None:
-            if classes < 1:
-                raise ScoreError(f"--classes must be a positive integer, got {classes}")
-            dataset = dataset.with_classes(classes, names)
-        if mean:
-            dataset = replace(dataset, mean=_parse_mean(mean))
-    return model, dataset
 
 
 def class_names_of(head):

@@ -1,0 +1,37 @@
+"""Classification batches of synthetic scenes, generated on the fly: the
+stand-in for ImageNet that pre-trains the demo's narrow VGG16."""
+import json
+
+import numpy as np
+
+import caffe
+
+from demo.synthetic import CLASSES, render
+from net_specs.datasets import VOC_MEAN
+
+
+class SyntheticClassLayer(caffe.Layer):
+    """Tops: data (N x 3 x S x S, BGR minus mean) and label (N: object class - 1)."""
+
+    def setup(self, bottom, top):
+        params = json.loads(self.param_str)
+        self.batch, self.size = int(params["batch"]), int(params["size"])
+        self.rng = np.random.RandomState(int(params.get("seed", 1337)))
+        self.mean = np.array(VOC_MEAN, dtype=np.float32)
+        if len(top) != 2:
+            raise ValueError("SyntheticClassLayer has two tops: data, label")
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.batch, 3, self.size, self.size)
+        top[1].reshape(self.batch)
+
+    def forward(self, bottom, top):
+        for i in range(self.batch):
+            cls = int(self.rng.randint(1, len(CLASSES)))
+            image, _ = render(self.rng, self.size, self.size, n_objects=1, classes=[cls], scale=2.0)
+            bgr = image[:, :, ::-1].astype(np.float32) - self.mean
+            top[0].data[i] = bgr.transpose(2, 0, 1)
+            top[1].data[i] = cls - 1
+
+    def backward(self, top, propagate_down, bottom):
+        pass

@@ -1,0 +1,43 @@
+"""The demo's prediction images, made by the same command users run
+(`python -m solvers.infer`), plus a grid of image | truth | prediction."""
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from net_specs.writer import atomic_write
+from solvers import infer
+from solvers.palette import colorize, voc_palette
+
+N_SHOWN = 6
+
+
+def save_predictions(out, dataset, width, weights, log, n=N_SHOWN):
+    """Segment the first `n` val images with the FCN-8s weights; returns the grid path."""
+    root = dataset.val.root
+    with open(os.path.join(root, "ImageSets", "Segmentation", dataset.val.split + ".txt")) as f:
+        ids = f.read().split()[:n]
+    images = [os.path.join(root, "JPEGImages", i + ".jpg") for i in ids]
+    pred_dir = os.path.join(out, "predictions")
+    head = dataset.heads[0]
+    argv = ["fcn8s", weights, *images, "--out", pred_dir, "--cpu", "--width", str(width),
+            "--classes", str(head.n_classes), "--mean", ",".join(map(str, dataset.mean)),
+            "--class-names", ",".join(head.class_names)]
+    log("[demo] python -m solvers.infer " + " ".join(argv))
+    if infer.main(argv) != 0:
+        raise RuntimeError("solvers.infer failed on the demo's val images")
+    palette = voc_palette()
+    rows = []
+    for ident, path in zip(ids, images):
+        rgb = np.array(Image.open(path).convert("RGB"))
+        truth = np.array(Image.open(os.path.join(root, "SegmentationClass", ident + ".png")))
+        pred = np.array(Image.open(os.path.join(pred_dir, ident + ".png")))
+        rows.append(np.concatenate([rgb, colorize(truth, palette), colorize(pred, palette)], axis=1))
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    buf = io.BytesIO()
+    grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(buf, format="PNG")
+    path = os.path.join(out, "predictions.png")
+    atomic_write(path, buf.getvalue())
+    log(f"[demo] image | ground truth | FCN-8s prediction for {len(ids)} val images: {path}")
+    return path

@@ -1,0 +1,146 @@
+"""A small synthetic segmentation set in the exact PASCAL VOC on-disk layout.
+
+Classes are told apart by shape and texture, not colour (every object draws
+its colour from the same distribution), so the net must learn *what*; rings
+and crosses have thin parts a few pixels wide that coarse strides blur away,
+so it must also learn *where* -- the point of FCN-16s and FCN-8s.
+"""
+import os
+
+import numpy as np
+from PIL import Image
+
+from net_specs.writer import atomic_write
+
+CLASSES = ("background", "disc", "square", "ring", "cross")
+VOID = 255
+BORDER = 1      # void band around every object, as in VOC's annotations
+
+
+def voc_palette():
+    """The PASCAL VOC colour map (bit-interleaved class index), 256 entries."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for k in range(256):
+        c, r, g, b = k, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[k] = (r, g, b)
+    return palette
+
+
+def _texture(rng, kind, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    period = rng.uniform(3.0, 5.0)
+    if kind == "stripes_h":
+        t = np.sin(2 * np.pi * yy / period)
+    elif kind == "stripes_v":
+        t = np.sin(2 * np.pi * xx / period)
+    elif kind == "checker":
+        t = np.sign(np.sin(2 * np.pi * yy / period) * np.sin(2 * np.pi * xx / period))
+    else:
+        t = rng.randn(h, w) * 0.5
+    return t
+
+
+def _object_mask(rng, cls, h, w, scale=1.0):
+    """Boolean mask of one object of class `cls` at a random place."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = rng.uniform(0.14, 0.24) * min(h, w) * scale
+    cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+    d = np.hypot(yy - cy, xx - cx)
+    if cls == 1:                                    # disc
+        return d <= r
+    if cls == 2:                                    # square
+        return (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
+    thin = max(1.5, 0.1 * r)
+    if cls == 3:                                    # ring: thin annulus
+        return np.abs(d - r) <= thin
+    return ((np.abs(yy - cy) <= thin) & (np.abs(xx - cx) <= r)) | \
+           ((np.abs(xx - cx) <= thin) & (np.abs(yy - cy) <= r))   # cross: thin arms
+
+
+TEXTURE_OF = {1: "stripes_h", 2: "checker", 3: "noise", 4: "stripes_v"}
+
+
+def render(rng, h, w, n_objects=None, classes=None, scale=1.0):
+    """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene."""
+    base = rng.uniform(70, 150, size=3)
+    lowfreq = rng.randn(3, 4, 4) * 18
+    bg = np.stack([np.array(Image.fromarray(c.astype(np.float32)).resize((w, h), Image.BILINEAR))
+                   for c in lowfreq], axis=-1)
+    image = base + bg + rng.randn(h, w, 3) * 6
+    label = np.zeros((h, w), dtype=np.uint8)
+    n_objects = n_objects or rng.randint(1, 4)
+    for _ in range(n_objects):
+        cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
+        mask = _object_mask(rng, cls, h, w, scale)
+        colour = rng.uniform(40, 215, size=3)
+        tex = _texture(rng, TEXTURE_OF[cls], h, w)[..., None] * 45
+        image[mask] = (colour + tex)[mask]
+        grown = _dilate(mask, BORDER)
+        label[grown & ~mask] = VOID
+        label[mask] = cls
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def _dilate(mask, k):
+    out = mask.copy()
+    for dy in range(-k, k + 1):
+        for dx in range(-k, k + 1):
+            out |= np.roll(np.roll(mask, dy, 0), dx, 1)
+    return out
+
+
+def _png_bytes(image):
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg_bytes(image):
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_voc_layout(root, n_train=120, n_val=30, size=(96, 96), seed=1337):
+    """Write VOC2011-style JPEGImages/, SegmentationClass/ (palette PNG) and
+    ImageSets/Segmentation/{train,val}.txt under `root`; returns root."""
+    rng = np.random.RandomState(seed)
+    palette = voc_palette().flatten().tolist()
+    splits = {"train": [], "val": []}
+    for split, count in (("train", n_train), ("val", n_val)):
+        for i in range(count):
+            ident = f"{split}_{i:04d}"
+            image, label = render(rng, *size)
+            atomic_write(os.path.join(root, "JPEGImages", ident + ".jpg"),
+                         _jpeg_bytes(Image.fromarray(image)))
+            png = Image.fromarray(label, mode="P")
+            png.putpalette(palette)
+            atomic_write(os.path.join(root, "SegmentationClass", ident + ".png"), _png_bytes(png))
+            splits[split].append(ident)
+    for split, ids in splits.items():
+        atomic_write(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
+                     "\n".join(ids) + "\n")
+    return root
+
+
+def chance_mean_iu(root, split="val"):
+    """Mean IU of the best constant prediction (all background): the chance level."""
+    path = os.path.join(root, "ImageSets", "Segmentation", split + ".txt")
+    with open(path) as f:
+        ids = f.read().split()
+    n = len(CLASSES)
+    hist = np.zeros((n, n))
+    for ident in ids:
+        label = np.array(Image.open(os.path.join(root, "SegmentationClass", ident + ".png")))
+        valid = label != VOID
+        hist[:, 0] += np.bincount(label[valid], minlength=n)[:n]
+    iu = np.diag(hist) / np.maximum(hist.sum(0) + hist.sum(1) - np.diag(hist), 1)
+    present = hist.sum(1) > 0
+    return float(iu[present].mean())
