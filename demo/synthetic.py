@@ -48,14 +48,14 @@ def _texture(rng, kind, h, w):
 def _object_mask(rng, cls, h, w, scale=1.0):
     """Boolean mask of one object of class `cls` at a random place."""
     yy, xx = np.mgrid[0:h, 0:w]
-    r = rng.uniform(0.14, 0.24) * min(h, w) * scale
+    r = min(rng.uniform(0.14, 0.24) * scale, 0.45) * min(h, w)
     cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
     d = np.hypot(yy - cy, xx - cx)
     if cls == 1:                                    # disc
         return d <= r
     if cls == 2:                                    # square
         return (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
-    thin = max(1.5, 0.1 * r)
+    thin = max(2.0, 0.1 * r)
     if cls == 3:                                    # ring: thin annulus
         return np.abs(d - r) <= thin
     return ((np.abs(yy - cy) <= thin) & (np.abs(xx - cx) <= r)) | \
@@ -65,7 +65,7 @@ def _object_mask(rng, cls, h, w, scale=1.0):
 TEXTURE_OF = {1: "stripes_h", 2: "checker", 3: "noise", 4: "stripes_v"}
 
 
-def render(rng, h, w, n_objects=None, classes=None, scale=1.0):
+def render(rng, h, w, n_objects=None, classes=None, scale=1.5):
     """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene."""
     base = rng.uniform(70, 150, size=3)
     lowfreq = rng.randn(3, 4, 4) * 18
@@ -73,7 +73,7 @@ def render(rng, h, w, n_objects=None, classes=None, scale=1.0):
                    for c in lowfreq], axis=-1)
     image = base + bg + rng.randn(h, w, 3) * 6
     label = np.zeros((h, w), dtype=np.uint8)
-    n_objects = n_objects or rng.randint(1, 4)
+    n_objects = n_objects or rng.randint(1, 3)
     for _ in range(n_objects):
         cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
         mask = _object_mask(rng, cls, h, w, scale)

@@ -65,7 +65,7 @@ class Run:
     """One training run of one model in runs/<model>/."""
 
     def __init__(self, model, out_dir=None, width=1.0, dataset=None, root=None,
-                 solver_overrides=None, snapshot_every=4000, prefetch=True):
+                 solver_overrides=None, snapshot_every=4000, prefetch=True, seed=SEED):
         self.model = get_model(model) if isinstance(model, str) else model
         self.dataset = dataset or self.model.get_dataset()
         self.dir = out_dir or os.path.join("runs", self.model.name)
@@ -75,7 +75,7 @@ class Run:
         self.paths = {p: os.path.join(self.dir, f"{p}.prototxt") for p in ("train", "val", "deploy")}
         for phase, path in self.paths.items():
             proto = build(self.model, phase, dataset=self.dataset, root=root, width=width,
-                          prefetch=prefetch)
+                          prefetch=prefetch, seed=seed)
             atomic_write(path, str(proto))
         self.solver_path = os.path.join(self.dir, "solver.prototxt")
         self.param = solver_param(self.model, os.path.abspath(self.paths["train"]),
@@ -267,12 +267,12 @@ def main(argv=None):
     parser.add_argument("--width", type=float, default=1.0, help="trunk width multiplier (default 1)")
     parser.add_argument("--base-lr", type=float, help="override the model's base learning rate")
     args = parser.parse_args(argv)
-    if args.gpus:
-        from .multigpu import train_multi_gpu
-        return train_multi_gpu(args)
-    set_device(None if args.cpu else args.gpu)
     try:
         model, dataset = resolve(args.model, args.dataset, args.classes, args.mean, root=args.root)
+        if args.gpus:
+            from .multigpu import train_multi_gpu
+            return train_multi_gpu(args, model, dataset)
+        set_device(None if args.cpu else args.gpu)
         if not args.resume:
             check_weights(model, args.weights)
         overrides = {"base_lr": args.base_lr} if args.base_lr is not None else None
