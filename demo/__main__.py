@@ -92,8 +92,8 @@ def pretrain_classifier(out, iters, log):
 # a larger rate and less momentum. The loss stays unnormalised, as in the
 # papers' prototxts.
 SCHEDULE = {
-    "full": {"classifier": 300, "fcn32s": (300, 2.5e-7), "fcn16s": (150, 1e-7), "fcn8s": (150, 5e-8)},
-    "quick": {"classifier": 20, "fcn32s": (30, 2.5e-7), "fcn16s": (10, 1e-7), "fcn8s": (10, 5e-8)},
+    "full": {"classifier": 300, "fcn32s": (400, 3e-8), "fcn16s": (200, 1e-8), "fcn8s": (200, 1e-8)},
+    "quick": {"classifier": 20, "fcn32s": (30, 3e-8), "fcn16s": (10, 1e-8), "fcn8s": (10, 1e-8)},
 }
 MOMENTUM = 0.9
 

@@ -5,30 +5,18 @@ its colour from the same distribution), so the net must learn *what*; rings
 and crosses have thin parts a few pixels wide that coarse strides blur away,
 so it must also learn *where* -- the point of FCN-16s and FCN-8s.
 """
+import io
 import os
 
 import numpy as np
 from PIL import Image
 
 from net_specs.writer import atomic_write
+from solvers.palette import png_bytes, voc_palette
 
 CLASSES = ("background", "disc", "square", "ring", "cross")
 VOID = 255
 BORDER = 1      # void band around every object, as in VOC's annotations
-
-
-def voc_palette():
-    """The PASCAL VOC colour map (bit-interleaved class index), 256 entries."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for k in range(256):
-        c, r, g, b = k, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[k] = (r, g, b)
-    return palette
 
 
 def _texture(rng, kind, h, w):
@@ -94,15 +82,7 @@ def _dilate(mask, k):
     return out
 
 
-def _png_bytes(image):
-    import io
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _jpeg_bytes(image):
-    import io
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=95)
     return buf.getvalue()
@@ -122,7 +102,7 @@ def write_voc_layout(root, n_train=120, n_val=30, size=(96, 96), seed=1337):
                          _jpeg_bytes(Image.fromarray(image)))
             png = Image.fromarray(label, mode="P")
             png.putpalette(palette)
-            atomic_write(os.path.join(root, "SegmentationClass", ident + ".png"), _png_bytes(png))
+            atomic_write(os.path.join(root, "SegmentationClass", ident + ".png"), png_bytes(png))
             splits[split].append(ident)
     for split, ids in splits.items():
         atomic_write(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),

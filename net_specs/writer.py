@@ -1,22 +1,31 @@
-"""Atomic file output: a reader never sees a half-written prototxt."""
+"""Atomic file output: a reader never sees a half-written file."""
+import contextlib
 import os
 import tempfile
 
 
-def atomic_write(path, data):
-    """Write `data` (str or bytes) to a temporary file beside `path`, then rename."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it to `path` on success,
+    delete it on any error."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    mode = "wb" if isinstance(data, (bytes, bytearray)) else "w"
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write(path, data):
+    """Write `data` (str or bytes) to `path` atomically."""
+    mode = "wb" if isinstance(data, (bytes, bytearray)) else "w"
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as f:
+            f.write(data)
 
 
 def write_files(directory, files):

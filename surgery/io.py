@@ -14,6 +14,8 @@ import numpy as np
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from net_specs.writer import atomic_path
+
 from .errors import SurgeryError
 
 # Tops a Python data layer may produce that hold one channel (labels, depth).
@@ -211,14 +213,5 @@ def load_for_surgery(proto, phase=caffe.TRAIN, shapes=None, size=INPUT_SIZE):
 
 def save_weights(net, path):
     """net.save through a temporary name and os.replace: never a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         net.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
