@@ -25,10 +25,15 @@ install: deps venv caffe
 deps:
 	@bash docker/install_deps.sh
 
-$(VENV)/.requirements: requirements.txt
+# BENCH_DEPS=1 (default) also installs requirements-bench.txt (torch, CPU build)
+# for the Caffe/PyTorch equivalence test and benchmark; the Docker image sets 0.
+BENCH_DEPS ?= 1
+REQS := requirements.txt $(if $(filter 1,$(BENCH_DEPS)),requirements-bench.txt)
+
+$(VENV)/.requirements: $(REQS)
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	@cp requirements.txt $@
+	$(PY) -m pip install -q --disable-pip-version-check $(addprefix -r ,$(REQS))
+	@cat $(REQS) > $@
 
 venv: $(VENV)/.requirements
 
