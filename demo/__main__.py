@@ -23,11 +23,13 @@ import numpy as np
 import caffe
 from google.protobuf import text_format
 
-from net_specs import classifier
+from net_specs import classifier, get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from net_specs.writer import atomic_write
 from solvers.solve import SEED, Run
+from surgery.io import save_weights
 
+from .predict import save_predictions
 from .synthetic import CLASSES, chance_mean_iu, write_voc_layout
 
 CLASSIFIER_LR = 1e-3
@@ -80,7 +82,6 @@ def pretrain_classifier(out, iters, log):
             log(f"[classifier] iter {i + 1}/{iters}  loss {np.mean(losses[-20:]):.3f}  "
                 f"{(i + 1) * 8 / (time.time() - t0):.1f} img/s")
     weights = os.path.join(out, "vgg16-narrow.caffemodel")
-    from surgery.io import save_weights
     save_weights(sgd.net, weights)
     return paths["deploy"], weights
 
@@ -120,16 +121,16 @@ def main(argv=None):
     log(f"[demo] chance level (all background) mean IU on val: {chance:.4f}")
 
     log("[demo] 2/4 pre-training the narrow VGG16 classifier (ILSVRC stand-in)")
-    cls_proto, cls_weights = pretrain_classifier(os.path.join(args.out, "classifier"),
+    _, cls_weights = pretrain_classifier(os.path.join(args.out, "classifier"),
                                                  plan["classifier"], log)
 
     log("[demo] 3/4 surgery + FCN-32s -> FCN-16s -> FCN-8s")
     results, weights = {}, [cls_weights]
     for stage in STAGES:
         iters, lr = plan[stage]
-        run = Run(stage, out_dir=os.path.join(args.out, stage), width=WIDTH, dataset=dataset,
+        model = replace(get_model(stage), name=f"demo-{stage}")
+        run = Run(model, out_dir=os.path.join(args.out, stage), width=WIDTH, dataset=dataset,
                   solver_overrides=dict(base_lr=lr, momentum=MOMENTUM), snapshot_every=max(iters, 1))
-        run.model = replace(run.model, name=f"demo-{stage}")
         run.init_from(weights)
         final = run.train(iters, score_every=max(iters // 2, 1), display=max(iters // 10, 1))
         results[stage] = run._read_metrics()[-1]
@@ -137,7 +138,6 @@ def main(argv=None):
         del run
 
     log("[demo] 4/4 predictions")
-    from .predict import save_predictions
     save_predictions(args.out, dataset, WIDTH, weights[0], log)
 
     log("")

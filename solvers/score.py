@@ -205,85 +205,32 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
 
 # -------------------------------------------------------------- weight files
 
-def _blob_shape(blob):
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim), False
-    return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width)), True
-
-
 def read_weights(path):
-    """Parse a .caffemodel into a NetParameter, or raise ScoreError naming it.
-
-    Caffe aborts the whole process on a missing or corrupt weight file, so
-    every loader here checks the file in Python first.
-    """
-    from caffe.proto import caffe_pb2
-    if not os.path.exists(path):
-        raise ScoreError(f"weights file not found: {path}")
-    if not os.path.isfile(path):
-        raise ScoreError(f"weights path is not a file: {path}")
+    """Parse a .caffemodel, or raise ScoreError naming it (Caffe would abort)."""
+    from surgery.errors import SurgeryError
+    from surgery.io import read_weights as parse
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ScoreError(f"cannot read weights file {path}: {exc}") from None
-    if not data:
-        raise ScoreError(f"weights file {path} is empty")
-    param = caffe_pb2.NetParameter()
-    try:
-        param.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError (and friends across implementations)
-        raise ScoreError(f"weights file {path} is not a Caffe model (NetParameter) "
-                         f"or is corrupt: {exc}") from None
-    if not any(layer.blobs for layer in list(param.layer) + list(param.layers)):
-        raise ScoreError(f"weights file {path} holds no parameters (not a .caffemodel?)")
-    return param
-
-
-def check_weights(net, param, path="weights"):
-    """Raise ScoreError where Caffe's CopyTrainedLayersFrom would abort.
-
-    Mirrors Caffe: layers are matched by name; a matched layer must have the
-    same number of blobs of the same shapes. Returns (matched layer names,
-    net layers with parameters that the file does not cover).
-    """
-    net_layers = {name: layer for name, layer in zip(net._layer_names, net.layers)}
-    matched = []
-    for source in list(param.layer) + list(param.layers):
-        if source.name not in net_layers:
-            continue
-        target = net_layers[source.name]
-        target_blobs = list(target.blobs)
-        if len(target_blobs) != len(source.blobs):
-            raise ScoreError(f"{path}: layer {source.name!r} has {len(source.blobs)} parameter "
-                             f"blobs, the net expects {len(target_blobs)}")
-        for k, (blob, tgt) in enumerate(zip(source.blobs, target_blobs)):
-            shape, legacy = _blob_shape(blob)
-            want = tuple(tgt.data.shape)
-            if legacy:
-                want = (1,) * (4 - len(want)) + want if len(want) <= 4 else want
-            if shape != want:
-                raise ScoreError(f"{path}: layer {source.name!r} blob {k} has shape {list(shape)}, "
-                                 f"the net expects {list(tgt.data.shape)} "
-                                 "(weights of another model or width?)")
-            count = len(blob.double_data) or len(blob.data)
-            if count != tgt.data.size:
-                raise ScoreError(f"{path}: layer {source.name!r} blob {k} holds {count} values, "
-                                 f"expected {tgt.data.size} (truncated or corrupt file?)")
-        if target_blobs:
-            matched.append(source.name)
-    if not matched:
-        raise ScoreError(f"{path}: no layer of the weights file matches the net "
-                         "(weights of another model?)")
-    covered = set(matched)
-    missing = [name for name, layer in net_layers.items() if len(layer.blobs) and name not in covered]
-    return matched, missing
+        return parse(path)
+    except SurgeryError as exc:
+        raise ScoreError(str(exc)) from None
 
 
 def load_weights(net, path, warn=True):
-    """Copy a .caffemodel into `net` after checking it cannot make Caffe abort."""
+    """Copy a .caffemodel into `net` after checking it cannot make Caffe abort;
+    returns the net's parameter layers the file does not cover."""
+    from surgery.errors import SurgeryError
+    from surgery.io import check_weights_fit, weight_layers
     param = read_weights(path)
-    _, missing = check_weights(net, param, path)
+    try:
+        check_weights_fit(net, param, path)
+    except SurgeryError as exc:
+        raise ScoreError(f"{exc} (weights of another model or width?)") from None
+    stored = {layer.name for layer in weight_layers(param) if layer.blobs}
+    wanted = [name for name, layer in zip(net._layer_names, net.layers) if len(layer.blobs)]
+    if not stored & set(wanted):
+        raise ScoreError(f"{path}: no layer of the weights file matches the net "
+                         "(weights of another model?)")
+    missing = [name for name in wanted if name not in stored]
     if missing and warn:
         print(f"warning: {path} has no parameters for layer(s) {', '.join(missing)}; "
               "they keep their initial values", file=sys.stderr)

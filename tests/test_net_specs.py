@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe.proto import caffe_pb2
 
 from net_specs import CLASSIFIERS, MODELS, build, classifier
 from net_specs.models import input_tops
+from surgery.io import default_input_shape, replace_data_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NARROW = 1 / 16
@@ -27,20 +27,10 @@ def net_from(proto, tmp_path, phase=caffe.TEST, name="net.prototxt"):
 
 
 def with_inputs(proto, h, w):
-    """Replace the Python data layer by Input layers (same tops) of size h x w."""
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(proto)
-    data = [l for l in out.layer if l.type == "Python"]
-    assert len(data) == 1
-    data = data[0]
-    tops = list(data.top)
-    del out.layer[list(out.layer).index(data)]
-    for top in reversed(tops):
-        layer = caffe_pb2.LayerParameter(name=f"input_{top}", type="Input", top=[top])
-        channels = {"depth": 1, "color": 3, "hha": 3, "data": 3}.get(top, 1)
-        layer.input_param.shape.add(dim=[1, channels, h, w])
-        out.layer.insert(0, layer)
-    return out
+    """The net with its Python data layer replaced by Input layers of size h x w."""
+    tops = [t for layer in proto.layer if layer.type == "Python" for t in layer.top]
+    assert tops
+    return replace_data_layers(proto, {t: default_input_shape(t)[:2] + (h, w) for t in tops})
 
 
 def image_tops(model):
