@@ -124,6 +124,8 @@ $(ALEXNET):
 	$(PY) -m surgery download alexnet --dir weights
 weights-vgg16: install $(VGG16)
 weights-alexnet: install $(ALEXNET)
+.PHONY: vgg16-fcn
+vgg16-fcn: weights/voc-fcn32s-init.caffemodel    # VGG16 convolutionised into FCN-32s
 
 models/%/train.prototxt:
 	$(PY) -m net_specs emit $* --out models/$*
