@@ -27,7 +27,7 @@ from net_specs.writer import atomic_write
 from surgery.io import WeightsFile, save_weights
 from surgery.bilinear import interp, upsampling_layers
 from surgery.errors import SurgeryError
-from surgery.transplant import transplant
+from surgery.recipe import initialise
 
 from .config import solver_param
 from .curves import plot_curves
@@ -103,16 +103,15 @@ class Run:
 
     # -- initialisation --------------------------------------------------
     def init_from(self, weights):
-        """Transplant each initial caffemodel (in model.init order) by layer
-        name, fully connected layers coerced to convolutions, then set the
-        upsampling layers to bilinear interpolation. Any caffemodel works as
-        a source: an ILSVRC classifier, an earlier stage, a surgery output."""
+        """Initialise from each caffemodel of model.init (surgery.recipe:
+        transplant by name with fc -> conv coercion, color-depth first conv,
+        bilinear upsampling). Any caffemodel works as a source: an ILSVRC
+        classifier, an earlier stage, a surgery output."""
         weights = check_weights(self.model, weights)
         late_fusion = len(self.model.init) > 1
         for source, path in zip(self.model.init, weights):
             suffix = source.rsplit("-", 1)[-1] if late_fusion else ""
-            transplant(WeightsFile(path), self.solver.net, suffix=suffix)
-        self.bilinear()
+            initialise(WeightsFile(path), self.solver.net, suffix=suffix)
 
     def bilinear(self):
         interp(self.solver.net, upsampling_layers(self.solver.net))

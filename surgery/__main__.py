@@ -12,11 +12,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from .bilinear import interp, upsampling_layers  # noqa: E402
 from .download import MODELS, download as fetch_model  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
-from .transplant import transplant  # noqa: E402
+from .recipe import initialise  # noqa: E402
 
 
 def parse_shape(text):
@@ -33,10 +32,7 @@ def convert(args):
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
         copy_weights(dst, args.dst_weights)
-    transplant(src, dst, args.suffix)
-    ups = upsampling_layers(dst)
-    interp(dst, ups)
-    print(f"bilinear: {', '.join(ups) or 'no upscore* deconvolutions'}")
+    initialise(src, dst, args.suffix)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")
 

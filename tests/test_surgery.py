@@ -551,3 +551,29 @@ def test_fetch_offline_says_so(tmp_path):
     with pytest.raises(SurgeryError, match=expected):
         fetch(f"http://127.0.0.1:{port}/vgg.caffemodel", str(dest), timeout=5)
     assert os.listdir(tmp_path) == []
+
+
+def test_recipe_initialises_color_depth_first_conv(tmp_path):
+    """nyud-fcn32s-color-d from a VGG16-named classifier: conv1_1_bgrd gets the
+    color filters plus their mean for depth; upsampling becomes bilinear."""
+    from net_specs import build, classifier
+    from surgery.io import WeightsFile
+    from surgery.recipe import initialise
+    cls_path, fcn_path = tmp_path / "cls.prototxt", tmp_path / "fcn.prototxt"
+    cls_path.write_text(str(classifier("vgg16-ilsvrc", width=1 / 16, batch=1)))
+    fcn_path.write_text(str(build("nyud-fcn32s-color-d", "deploy", width=1 / 16, size=(64, 64))))
+    src = caffe.Net(str(cls_path), caffe.TEST)
+    rng = np.random.RandomState(0)
+    for blobs in src.params.values():
+        for b in blobs:
+            b.data[...] = rng.randn(*b.data.shape)
+    weights = str(tmp_path / "cls.caffemodel")
+    src.save(weights)
+    dst = caffe.Net(str(fcn_path), caffe.TEST)
+    initialise(WeightsFile(weights), dst, verbose=False)
+    w_src, w_dst = src.params["conv1_1"][0].data, dst.params["conv1_1_bgrd"][0].data
+    assert np.array_equal(w_dst[:, :3], w_src)
+    assert np.allclose(w_dst[:, 3], w_src.mean(axis=1))
+    assert np.array_equal(dst.params["conv1_1_bgrd"][1].data, src.params["conv1_1"][1].data)
+    assert np.allclose(dst.params["fc6"][0].data.ravel(), src.params["fc6"][0].data.ravel())
+    assert dst.params["upscore"][0].data[0, 0].max() > 0
