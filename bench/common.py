@@ -1,0 +1,260 @@
+"""Helpers every benchmark shares: one timer, one child runner, one net builder.
+
+Every measurement runs in its own child process (`run_child`) so that its
+peak resident memory (VmHWM) and its BLAS / thread environment are its own.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+JSON_TAG = "BENCH_JSON "          # prefix of the one result line a child prints
+N_CORES = len(os.sched_getaffinity(0))
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_THREADS", "MKL_NUM_THREADS")
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+# ---- timing and memory ---------------------------------------------------------
+def timeit(fn, runs, warmup=1):
+    """Median / min wall time of `fn` in ms over `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return dict(ms=statistics.median(times), min_ms=min(times), runs=len(times),
+                all_ms=[round(t, 2) for t in times])
+
+
+def peak_rss_mb():
+    """Peak resident set of this process (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- child processes -----------------------------------------------------------
+def thread_env(threads):
+    """Environment that pins every BLAS / OpenMP runtime to `threads` threads."""
+    return {k: str(threads) for k in THREAD_VARS}
+
+
+def emit(result):
+    """A child's answer: one tagged JSON line on stdout."""
+    print(JSON_TAG + json.dumps(result), flush=True)
+
+
+def run_child(module, args, env=None, timeout=900):
+    """Run `python -m bench.<module> --child ARGS` and return its JSON result.
+
+    Failures (crash, timeout, no result line) come back as {"error": ...}
+    so that one broken configuration never stops a whole benchmark.
+    """
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", f"bench.{module}", "--child", *map(str, args)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s: {' '.join(cmd[2:])}"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(JSON_TAG):
+            return json.loads(line[len(JSON_TAG):])
+    lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+    # glog's fatal line ("F1124 ... Cannot use GPU ...") or the exception, else the last line
+    why = next((l for l in reversed(lines) if re.match(r"(F\d{4,8} |\w+(Error|Exception)\b)", l)),
+               lines[-1])
+    return {"error": f"exit {proc.returncode}: {why.strip()}"}
+
+
+# ---- Caffe ---------------------------------------------------------------------
+def set_mode(gpu=None):
+    """CPU, or GPU `gpu` (aborts the process on a CPU-only build: run it in a child)."""
+    import caffe
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_mode_gpu()
+        caffe.set_device(int(gpu))
+
+
+def parse_size(text):
+    """'375x500' -> (375, 500) as (H, W)."""
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def deploy_proto(model, size, loss=False):
+    """The model's deploy NetParameter; with `loss`, plus a label Input and the
+    training loss, so that backward does exactly what training does."""
+    from net_specs import build
+    proto = build(model, "deploy", size=size)
+    if loss:
+        data = proto.layer[0].input_param.shape[0].dim
+        label = proto.layer.add(name="label", type="Input", top=["label"])
+        label.input_param.shape.add(dim=[data[0], 1, data[2], data[3]])
+        sm = proto.layer.add(name="loss", type="SoftmaxWithLoss", bottom=["score", "label"],
+                             top=["loss"])
+        sm.loss_param.ignore_label = 255
+        sm.loss_param.normalize = False
+    return proto
+
+
+def load_net(proto):
+    """caffe.Net (TEST phase) from a NetParameter."""
+    import caffe
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    try:
+        return caffe.Net(f.name, caffe.TEST)
+    finally:
+        os.unlink(f.name)
+
+
+def bilinear(channels, size):
+    """Per-channel bilinear upsampling kernel (FCN's fixed deconvolution init)."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = np.ogrid[:size, :size]
+    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+    w = np.zeros((channels, channels, size, size), np.float32)
+    w[range(channels), range(channels)] = filt
+    return w
+
+
+def fill_random(net, seed=0):
+    """Seeded random weights that keep activations O(1) through any depth.
+
+    Convolutions get He-normal weights and small biases, square
+    Deconvolutions the bilinear kernel; other params (Scale) keep their filler.
+    """
+    rng = np.random.RandomState(seed)
+    for name, layer in zip(net._layer_names, net.layers):
+        params = net.params.get(name)
+        if not params:
+            continue
+        w = params[0].data
+        if layer.type == "Deconvolution" and w.shape[0] == w.shape[1] and w.shape[2] == w.shape[3]:
+            w[...] = bilinear(w.shape[0], w.shape[2])
+        elif layer.type in ("Convolution", "Deconvolution"):
+            fan_in = int(np.prod(w.shape[1:]))
+            w[...] = rng.normal(0, np.sqrt(2.0 / fan_in), w.shape)
+        else:
+            continue
+        if len(params) > 1:
+            params[1].data[...] = rng.normal(0, 0.01, params[1].data.shape)
+
+
+def fill_inputs(net, seed=0):
+    """Random image-like inputs (and labels, if the net has a loss)."""
+    rng = np.random.RandomState(seed + 1)
+    for name in net.inputs:
+        blob = net.blobs[name]
+        if name == "label":
+            n_out = net.blobs["score"].channels
+            blob.data[...] = rng.randint(0, n_out, blob.data.shape)
+        else:
+            blob.data[...] = rng.uniform(-100, 100, blob.data.shape)
+
+
+# ---- the BLAS behind Caffe -----------------------------------------------------
+def caffe_lib():
+    """Path of the _caffe.so extension (without importing caffe)."""
+    import importlib.util
+    spec = importlib.util.find_spec("caffe")
+    return os.path.join(os.path.dirname(spec.origin), "_caffe.so")
+
+
+def caffe_blas():
+    """The BLAS library Caffe resolves in this environment, from `ldd` (which
+    honours LD_LIBRARY_PATH) of _caffe.so: {soname, path, realpath}."""
+    out = subprocess.run(["ldd", caffe_lib()], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S*(?:blas|blis)\S*)\s+=>\s+(\S+)", line)
+        if m:
+            return dict(soname=m.group(1), path=m.group(2), realpath=os.path.realpath(m.group(2)))
+    raise RuntimeError("ldd of _caffe.so shows no BLAS library:\n" + out)
+
+
+def loaded_blas():
+    """Real paths of the BLAS libraries mapped into this process, except the
+    copies bundled in wheels (numpy's and torch's own)."""
+    found = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            if re.search(r"lib(open)?blas|libblis", path) and "site-packages" not in path:
+                found.add(os.path.realpath(path))
+    return sorted(found)
+
+
+def blas_variant(realpath):
+    """'openblas-pthread', 'blis-openmp', ... from a library's real path."""
+    parent = os.path.basename(os.path.dirname(realpath))
+    return parent if re.match(r"(openblas|blis)", parent) else os.path.basename(realpath)
+
+
+# ---- reporting -----------------------------------------------------------------
+class OtherLoad:
+    """How many cores other processes kept busy while we measured: all busy
+    CPU time (/proc/stat) minus our own and our children's (getrusage)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import resource
+        with open("/proc/stat") as f:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+        own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
+        return time.monotonic(), busy, own
+
+    def cores(self):
+        (t0, b0, o0), (t1, b1, o1) = self.start, self._sample()
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
+
+def host_info():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(host=socket.gethostname(), cpu=cpu, cores=N_CORES,
+                date=datetime.datetime.now().isoformat(timespec="seconds"),
+                loadavg=os.getloadavg())
+
+
+def markdown(rows, columns):
+    """A Markdown table of dicts; `columns` is [(key, header, format)]."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, rule]
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            cells.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
