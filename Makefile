@@ -9,6 +9,9 @@ PY         := $(CURDIR)/$(VENV)/bin/python
 # must be importable whenever Caffe runs.
 export PYTHONPATH := $(CURDIR)
 export PYTHONUNBUFFERED := 1
+# BLAS threads (and library, if another beat the system default) as measured by
+# bench/blas.py (bench/results/blas-choice.json); written by `make install`.
+-include .cache/blas.mk
 
 .PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe
 
@@ -39,6 +42,7 @@ venv: $(VENV)/.requirements
 
 caffe: venv
 	@PYTHON=$(PY) bash docker/build_caffe.sh $(CAFFE_BUILD_FLAGS)
+	@mkdir -p .cache && $(PY) -m bench.blas --apply --format make > .cache/blas.mk.tmp && mv .cache/blas.mk.tmp .cache/blas.mk
 
 test: install
 	$(PY) -m pytest -q tests
