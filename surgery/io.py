@@ -89,7 +89,9 @@ class WeightsFile:
                 if values.size != int(np.prod(shape)):
                     raise SurgeryError(f"{path}: layer {layer.name!r} blob {j} holds {values.size} "
                                        f"values for shape {shape}")
-                if len(shape) == 4 and shape[:2] == (1, 1) and layer.type in (
+                if _is_legacy(blob) and j > 0 and shape[:3] == (1, 1, 1):
+                    shape = shape[3:]          # legacy 1x1x1xN biases
+                elif _is_legacy(blob) and shape[:2] == (1, 1) and layer.type in (
                         "InnerProduct", caffe_pb2.V1LayerParameter.INNER_PRODUCT):
                     shape = shape[2:]          # legacy 1x1xOxI fully connected weights
                 blobs.append(_Blob(values.reshape(shape)))
@@ -111,16 +113,20 @@ def check_structure(param, path):
         produced.update(layer.top)
 
 
+def _is_legacy(blob):
+    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
 def blob_proto_shape(blob):
     """A BlobProto's shape; legacy (num, channels, height, width) when set."""
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+    if _is_legacy(blob):
         return (blob.num, blob.channels, blob.height, blob.width)
     return tuple(blob.shape.dim)
 
 
 def _fits(target_shape, blob):
     """Caffe's Blob::ShapeEquals: legacy 4-d shapes compare padded on the left."""
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+    if _is_legacy(blob):
         padded = (1,) * (4 - len(target_shape)) + target_shape
         return len(target_shape) <= 4 and padded == blob_proto_shape(blob)
     return target_shape == tuple(blob.shape.dim)

@@ -357,6 +357,33 @@ def test_legacy_v1_caffemodel_loads_like_vgg16s(classifier, tmp_path):
         load_net(fcn, str(path))
 
 
+def test_weights_file_transplants_a_v1_classifier_into_an_fcn(classifier, tmp_path):
+    """The solver's path (no source prototxt): a V1 caffemodel such as VGG16's
+    published one, read by WeightsFile, convolutionises fc6/fc7/fc8 exactly."""
+    from surgery.io import WeightsFile
+    proto, weights = classifier
+    legacy = caffe_pb2.NetParameter(name="legacy")
+    v1_types = {"Convolution": caffe_pb2.V1LayerParameter.CONVOLUTION,
+                "InnerProduct": caffe_pb2.V1LayerParameter.INNER_PRODUCT}
+    for layer in read_weights(weights).layer:
+        if layer.blobs:
+            v1 = legacy.layers.add(name=layer.name, type=v1_types[layer.type])
+            for blob in layer.blobs:
+                dims = (1,) * (4 - len(blob.shape.dim)) + tuple(blob.shape.dim)
+                v1.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3],
+                             data=blob.data)
+    path = tmp_path / "legacy.caffemodel"
+    path.write_bytes(legacy.SerializeToString())
+    ref = load_net(proto, weights)
+    fcn = load_net(write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True)))
+    rows = transplant(WeightsFile(str(path)), fcn, verbose=False)
+    assert {r.target: r.status for r in rows if r.target in ("fc6", "fc7", "conv1_1")} == \
+        {"fc6": "coerced", "fc7": "coerced", "conv1_1": "copied"}
+    for name in ref.params:
+        for a, b in zip(fcn.params[name], ref.params[name]):
+            np.testing.assert_array_equal(a.data.ravel(), b.data.ravel())
+
+
 def test_weights_that_do_not_fit_raise_instead_of_aborting(classifier, tmp_path):
     proto = write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True, fc6_out=12))
     expected = r"layer 'fc6' blob 0 has shape \(16, 32\).*\(12, 8, 2, 2\)"
