@@ -40,9 +40,11 @@ METRIC_KEYS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite.
 
-    Caffe's max pooling backward writes through an index of -1 when a
-    window holds only NaNs, so the process heap may already be corrupt when
-    this is raised: callers should report it and leave with `hard_exit`.
+    After a NaN step the process dies with "double free or corruption" at
+    exit (observed on the CPU build; likely cause: max pooling keeps a mask
+    index of -1 for all-NaN windows and backward writes through it), so the
+    heap may already be corrupt when this is raised: callers should report
+    it and leave with `hard_exit`.
     """
 
 
