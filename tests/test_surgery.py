@@ -332,9 +332,9 @@ def test_bad_caffemodels_raise_naming_the_file(classifier, tmp_path):
     assert read_weights(weights).layer   # the intact file parses
 
 
-def test_legacy_v1_caffemodel_loads_like_vgg16s(classifier, tmp_path):
-    """VGG16's published file uses V1 `layers` and 4-d num/channels/height/width blobs."""
-    proto, weights = classifier
+def write_v1_caffemodel(weights, path):
+    """The same parameters in the V1 format of VGG16's published file: `layers`
+    with enum types and 4-d num/channels/height/width blobs."""
     v1_types = {"Convolution": caffe_pb2.V1LayerParameter.CONVOLUTION,
                 "InnerProduct": caffe_pb2.V1LayerParameter.INNER_PRODUCT}
     legacy = caffe_pb2.NetParameter(name="legacy")
@@ -346,8 +346,14 @@ def test_legacy_v1_caffemodel_loads_like_vgg16s(classifier, tmp_path):
             dims = (1,) * (4 - len(blob.shape.dim)) + tuple(blob.shape.dim)
             v1.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3],
                          data=blob.data)
-    path = tmp_path / "legacy.caffemodel"
     path.write_bytes(legacy.SerializeToString())
+    return path
+
+
+def test_legacy_v1_caffemodel_loads_like_vgg16s(classifier, tmp_path):
+    """VGG16's published file uses V1 `layers` and 4-d num/channels/height/width blobs."""
+    proto, weights = classifier
+    path = write_v1_caffemodel(weights, tmp_path / "legacy.caffemodel")
     net, ref = load_net(proto, str(path)), load_net(proto, weights)
     for name in ref.params:
         for a, b in zip(net.params[name], ref.params[name]):
@@ -362,18 +368,7 @@ def test_weights_file_transplants_a_v1_classifier_into_an_fcn(classifier, tmp_pa
     published one, read by WeightsFile, convolutionises fc6/fc7/fc8 exactly."""
     from surgery.io import WeightsFile
     proto, weights = classifier
-    legacy = caffe_pb2.NetParameter(name="legacy")
-    v1_types = {"Convolution": caffe_pb2.V1LayerParameter.CONVOLUTION,
-                "InnerProduct": caffe_pb2.V1LayerParameter.INNER_PRODUCT}
-    for layer in read_weights(weights).layer:
-        if layer.blobs:
-            v1 = legacy.layers.add(name=layer.name, type=v1_types[layer.type])
-            for blob in layer.blobs:
-                dims = (1,) * (4 - len(blob.shape.dim)) + tuple(blob.shape.dim)
-                v1.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3],
-                             data=blob.data)
-    path = tmp_path / "legacy.caffemodel"
-    path.write_bytes(legacy.SerializeToString())
+    path = write_v1_caffemodel(weights, tmp_path / "legacy.caffemodel")
     ref = load_net(proto, weights)
     fcn = load_net(write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True)))
     rows = transplant(WeightsFile(str(path)), fcn, verbose=False)
