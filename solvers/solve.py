@@ -31,7 +31,7 @@ from surgery.recipe import initialise
 
 from .config import solver_param
 from .curves import plot_curves
-from .score import score_net
+from .score import score_net, set_device
 
 SEED = 1337
 METRIC_KEYS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
@@ -237,14 +237,6 @@ def check_weights(model, weights):
                     f"train {source} first (`make runs/{source}/final.caffemodel`)")
             raise FileNotFoundError(f"initial weights {path} (from {source}) not found; {hint}")
     return weights
-
-
-def set_device(gpu):
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
 
 
 def main(argv=None):
