@@ -24,7 +24,7 @@ SDIST_VERSION=9.0.2
 SDIST_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
 BVLC_URL="https://github.com/BVLC/caffe/archive/${CAFFE_COMMIT}.tar.gz"
 # Bump when the build steps change in a way that needs a rebuild.
-BUILD_REV=1
+BUILD_REV=2
 REQUIRED_LAYERS="Python Crop Deconvolution Eltwise SoftmaxWithLoss Scale"
 
 DEVICE=cpu
@@ -91,9 +91,12 @@ fetch_source() {
 # ---- patch -----------------------------------------------------------------
 patch_source() {
   local src=$1
-  # protobuf >= 3.20 dropped the two-argument SetTotalBytesLimit (no-op on the sdist).
-  sed -i 's/SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)/SetTotalBytesLimit(kProtoReadBytesLimit)/' \
-    "$src/src/caffe/util/io.cpp"
+  # Read caffemodels up to 2 GiB: protobuf >= 3.20 dropped the two-argument
+  # SetTotalBytesLimit, and the sdist calls it with 536870912 (512 MiB), which
+  # rejects VGG16's 553 MB file. Both forms become SetTotalBytesLimit(INT_MAX).
+  sed -i -E 's/SetTotalBytesLimit\([^)]*\)/SetTotalBytesLimit(INT_MAX)/' "$src/src/caffe/util/io.cpp"
+  grep -q 'SetTotalBytesLimit(INT_MAX)' "$src/src/caffe/util/io.cpp" \
+    || die "io.cpp: could not raise protobuf's read limit (SetTotalBytesLimit not found)"
   # The sdist ships a caffe_pb2.py made by an old protoc, newer on disk than
   # caffe.proto, so make would keep it; regenerate it with our protoc.
   rm -f "$src/python/caffe/proto/caffe_pb2.py"
