@@ -13,10 +13,14 @@ export PYTHONUNBUFFERED := 1
 # bench/blas.py (bench/results/blas-choice.json); written by `make install`.
 -include .cache/blas.mk
 
-.PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe
+.PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe \
+        cuda-check gpu-check
 
 help:
 	@echo "make install     Debian build deps, .venv with pinned deps, CPU pycaffe (cached)"
+	@echo "make install CUDA=1   the same with CUDA 13 + cuDNN 9 + NCCL pycaffe (toolkit from PyPI wheels)"
+	@echo "make cuda-check  CI's GPU-less check: CUDA pycaffe (sm_90) in .venv-cuda, fast tests in CPU mode"
+	@echo "make gpu-check   on a GPU machine: GPU vs CPU outputs, GPU benchmark, demo on the GPU"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
@@ -40,8 +44,27 @@ $(VENV)/.requirements: $(REQS)
 
 venv: $(VENV)/.requirements
 
+# CUDA=1: CUDA 13 toolchain, cuBLAS, cuRAND, NCCL and cuDNN 9 from NVIDIA's PyPI
+# wheels (docker/cuda_toolkit.sh), Caffe built for CUDA_ARCH_BIN; wheels, toolkit
+# and builds are cached under FCN_CACHE, shared by every clone of this user.
+# Without CUDA=1, CAFFE_BUILD_FLAGS=--cuda uses the system CUDA (Docker image).
+CUDA          ?=
+CUDA_ARCH_BIN ?= 80 86 89 90
+FCN_CACHE     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fcn-caffe
+# $(call cuda_build,PYTHON,ARCHS,CACHE NAME): assemble the toolkit, build, link
+define cuda_build
+cuda_dir=$$(PYTHON=$(1) FCN_CACHE=$(FCN_CACHE) bash docker/cuda_toolkit.sh) && \
+  export CUDA_DIR=$$cuda_dir CUDA_ARCH_BIN="$(2)" CAFFE_CACHE=$(FCN_CACHE)/$(3) \
+    CAFFE_BUILD_FLAGS=--cuda PYTHON=$(1) && \
+  bash docker/build_caffe.sh --cuda
+endef
+
 caffe: venv
+ifeq ($(CUDA),1)
+	@$(call cuda_build,$(PY),$(CUDA_ARCH_BIN),caffe-cuda)
+else
 	@PYTHON=$(PY) bash docker/build_caffe.sh $(CAFFE_BUILD_FLAGS)
+endif
 	@mkdir -p .cache && $(PY) -m bench.blas --apply --format make > .cache/blas.mk.tmp && mv .cache/blas.mk.tmp .cache/blas.mk
 
 test: install
@@ -59,6 +82,22 @@ prototxts: install
 bench: install
 	@$(MAKE) --no-print-directory install-bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# CI's check of the GPU build on a machine without a GPU: the same toolkit, patched
+# source and flags as `make install CUDA=1` (sm_90 only, to save time), built into
+# its own .venv-cuda (requirements.txt; no torch, so the equivalence test is left
+# out by path), then the fast suite against that pycaffe in CPU mode. The build
+# script test inside the suite re-runs this very build and must find it cached.
+CUDA_VENV := .venv-cuda
+cuda-check: deps
+	@test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV)
+	@$(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,90,caffe-cuda-check) && \
+	  $(CUDA_VENV)/bin/python -m pytest -q -m 'not slow' --ignore=tests/test_torch_equivalence.py tests
+
+# On a machine with a GPU (after `make install CUDA=1`, or in the Docker image).
+gpu-check: install
+	$(PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 # Benchmark-only Python deps (torch for bench/torch_ref.py and its test).
 .PHONY: install-bench

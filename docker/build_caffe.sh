@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
-# Build pycaffe (BVLC Caffe at commit 9b89154) with the Python layer and make
+# Build pycaffe with the Python layer from one patched Caffe source and make
 # `import caffe` work in one Python environment.
 #
-# One script for both paths, so that what GPU users run is what CI exercises:
-#   make install           -> docker/build_caffe.sh            (CPU, CI, laptops)
-#   docker/Dockerfile      -> docker/build_caffe.sh --cuda     (CUDA + NCCL)
+# One script and one source for every path, so that what GPU users run is
+# what CI compiles and tests:
+#   make install            -> docker/build_caffe.sh          (CPU: CI, laptops)
+#   make install CUDA=1     -> docker/build_caffe.sh --cuda   (CUDA from PyPI wheels)
+#   make cuda-check         -> docker/build_caffe.sh --cuda   (the same, sm_90, CI)
+#   docker/Dockerfile       -> docker/build_caffe.sh --cuda   (CUDA 13 + cuDNN 9 image)
 # The steps are identical (fetch, patch, configure, build, link, verify); only
-# the source archive and the CUDA/NCCL switches of Makefile.config differ.
+# the CUDA/cuDNN/NCCL switches of Makefile.config differ.
 #
-#   CPU : PyPI sdist brocolli-caffe==9.0.2 (BVLC master 9b89154 + extra layers,
-#         already adjusted for protobuf >= 3.20; it has no NCCL code).
-#   CUDA: BVLC's own archive of commit 9b89154 (has NCCL), with the protobuf
-#         >= 3.20 fix applied here.
+# Source: the PyPI sdist brocolli-caffe==9.0.2 (checksum-verified), BVLC Caffe
+# (master 9b891540183ddc834a02b2bd81b31afae71b2153 lineage, already adjusted
+# for protobuf >= 3.20, plus extra layers), the only Caffe archive reachable
+# from package registries. Every change we make to it is a reviewable patch
+# in docker/patches/, applied in name order (see docker/patches/README.md).
 #
 # Environment: PYTHON (interpreter that receives caffe, default python3),
 # CAFFE_CACHE (work dir, default ./.cache/caffe), JOBS (default: all cores),
-# CUDA_ARCH_BIN (default "80 86 89 90"), CUDA_DIR (default /usr/local/cuda).
+# CUDA_ARCH_BIN (default "80 86 89 90"), CUDA_DIR (default /usr/local/cuda),
+# USE_CUDNN (default 1 with --cuda).
 set -euo pipefail
 
-CAFFE_COMMIT=9b891540183ddc834a02b2bd81b31afae71b2153
 SDIST_NAME=brocolli-caffe
 SDIST_VERSION=9.0.2
 SDIST_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
-BVLC_URL="https://github.com/BVLC/caffe/archive/${CAFFE_COMMIT}.tar.gz"
-# Bump when the build steps change in a way that needs a rebuild.
-BUILD_REV=2
+PATCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")/patches" && pwd)
+# Bump when the build steps change in a way that needs a rebuild (a change
+# to a patch file or to Makefile.config triggers one by itself).
+BUILD_REV=3
 REQUIRED_LAYERS="Python Crop Deconvolution Eltwise SoftmaxWithLoss Scale"
 
 DEVICE=cpu
@@ -40,6 +45,7 @@ CACHE=$(mkdir -p "${CAFFE_CACHE:-$PWD/.cache/caffe}" && cd "${CAFFE_CACHE:-$PWD/
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH_BIN=${CUDA_ARCH_BIN:-"80 86 89 90"}
 CUDA_DIR=${CUDA_DIR:-/usr/local/cuda}
+USE_CUDNN=${USE_CUDNN:-1}
 
 say() { printf '[build_caffe] %s\n' "$*" >&2; }
 die() { printf '[build_caffe] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -66,51 +72,28 @@ PY
 
 # ---- fetch -----------------------------------------------------------------
 fetch_source() {
-  local archive
-  if [ "$DEVICE" = cpu ]; then
-    archive="$CACHE/${SDIST_NAME}-${SDIST_VERSION}.tar.gz"
-    if [ ! -f "$archive" ]; then
-      say "downloading ${SDIST_NAME}==${SDIST_VERSION} (source) from PyPI"
-      "$PYTHON" -m pip download -q --no-deps --no-binary :all: \
-        "${SDIST_NAME}==${SDIST_VERSION}" -d "$CACHE" \
-        || die "could not download ${SDIST_NAME}==${SDIST_VERSION} from PyPI"
-    fi
-    echo "${SDIST_SHA256}  $archive" | sha256sum -c --quiet - \
-      || die "$archive: checksum mismatch (expected sha256 ${SDIST_SHA256}); delete it and retry"
-  else
-    archive="$CACHE/caffe-${CAFFE_COMMIT}.tar.gz"
-    if [ ! -f "$archive" ]; then
-      say "downloading BVLC Caffe ${CAFFE_COMMIT}"
-      curl -fsSL -o "$archive.part" "$BVLC_URL" && mv "$archive.part" "$archive" \
-        || die "could not download $BVLC_URL"
-    fi
+  local archive="$CACHE/${SDIST_NAME}-${SDIST_VERSION}.tar.gz"
+  if [ ! -f "$archive" ]; then
+    say "downloading ${SDIST_NAME}==${SDIST_VERSION} (source) from PyPI"
+    "$PYTHON" -m pip download -q --no-deps --no-binary :all: \
+      "${SDIST_NAME}==${SDIST_VERSION}" -d "$CACHE" \
+      || die "could not download ${SDIST_NAME}==${SDIST_VERSION} from PyPI"
   fi
+  echo "${SDIST_SHA256}  $archive" | sha256sum -c --quiet - \
+    || die "$archive: checksum mismatch (expected sha256 ${SDIST_SHA256}); delete it and retry"
   echo "$archive"
 }
 
 # ---- patch -----------------------------------------------------------------
 patch_source() {
-  local src=$1
-  # Read caffemodels up to 2 GiB: protobuf >= 3.20 dropped the two-argument
-  # SetTotalBytesLimit, and the sdist calls it with 536870912 (512 MiB), which
-  # rejects VGG16's 553 MB file. Both forms become SetTotalBytesLimit(INT_MAX).
-  sed -i -E 's/SetTotalBytesLimit\([^)]*\)/SetTotalBytesLimit(INT_MAX)/' "$src/src/caffe/util/io.cpp"
-  grep -q 'SetTotalBytesLimit(INT_MAX)' "$src/src/caffe/util/io.cpp" \
-    || die "io.cpp: could not raise protobuf's read limit (SetTotalBytesLimit not found)"
+  local src=$1 p
+  for p in "$PATCHES"/*.patch; do
+    patch -d "$src" -p1 --batch --forward --quiet < "$p" \
+      || die "$(basename "$p") does not apply to ${SDIST_NAME}-${SDIST_VERSION}"
+  done
   # The sdist ships a caffe_pb2.py made by an old protoc, newer on disk than
   # caffe.proto, so make would keep it; regenerate it with our protoc.
   rm -f "$src/python/caffe/proto/caffe_pb2.py"
-  # caffe.io imports scikit-image at module level only for two image helpers we
-  # never call; make it lazy so scikit-image is not a dependency.
-  "$PYTHON" - "$src/python/caffe/io.py" <<'PY'
-import sys
-path = sys.argv[1]
-text = open(path).read()
-lazy = "try:\n    import skimage.io\nexcept ImportError:  # only load_image/resize_image need it\n    skimage = None\n"
-if "import skimage.io\n" in text and lazy not in text:
-    text = text.replace("import skimage.io\n", lazy, 1)
-    open(path, "w").write(text)
-PY
 }
 
 # ---- configure -------------------------------------------------------------
@@ -129,12 +112,16 @@ write_config() {
       echo "CPU_ONLY := 1"
     else
       echo "CUDA_DIR := $CUDA_DIR"
+      # CUDA 13 keeps thrust/cub/libcu++ under include/cccl (nvcc adds it, g++ needs it)
+      echo "INCLUDE_DIRS_CUDA := \$(CUDA_DIR)/include/cccl"
       printf 'CUDA_ARCH :='
       for a in $CUDA_ARCH_BIN; do printf ' -gencode arch=compute_%s,code=sm_%s' "$a" "$a"; done
       last=${CUDA_ARCH_BIN##* }
       printf ' -gencode arch=compute_%s,code=compute_%s\n' "$last" "$last"
       echo "USE_NCCL := 1"
-      echo "USE_CUDNN := 0"
+      echo "USE_CUDNN := $USE_CUDNN"
+      # the CUDA libraries may come from wheels, outside the loader's paths
+      echo "LINKFLAGS += -Wl,-rpath,$CUDA_DIR/lib64"
     fi
     echo "USE_OPENCV := 0"
     echo "USE_LEVELDB := 0"
@@ -144,7 +131,7 @@ write_config() {
     echo "PYTHON_LIBRARIES := boost_python${pyver} python${pyver:0:1}.${pyver:1}"
     echo "PYTHON_INCLUDE := $pyinc $numpyinc"
     echo "PYTHON_LIB := $pylib"
-    echo "INCLUDE_DIRS := \$(PYTHON_INCLUDE) /usr/local/include /usr/include/hdf5/serial"
+    echo "INCLUDE_DIRS := \$(PYTHON_INCLUDE) /usr/local/include /usr/include/hdf5/serial \$(INCLUDE_DIRS_CUDA)"
     echo "LIBRARY_DIRS := \$(PYTHON_LIB) /usr/local/lib /usr/lib/$multiarch/hdf5/serial"
     echo "BUILD_DIR := build"
     # absolute rpath: _caffe.so finds libcaffe.so wherever python/ is linked from
@@ -158,12 +145,17 @@ archive=$(fetch_source)
 src="$CACHE/src-$DEVICE"
 stamp="$CACHE/stamp-$DEVICE"
 
-# The build is current when the archive, the generated Makefile.config (which
-# names the Python and numpy it compiles against) and BUILD_REV are unchanged.
+# The build is current when the archive, the patches, the generated
+# Makefile.config (less the numpy include path, which names the venv: the
+# Python and numpy versions stand for it, so that a new clone or venv reuses a
+# build in a shared cache) and BUILD_REV are unchanged.
 mkdir -p "$src"
 [ -f "$src/Makefile" ] || tar xzf "$archive" -C "$src" --strip-components=1
 write_config "$src"
-want=$( { sha256sum "$archive" "$src/Makefile.config" | cut -d' ' -f1; echo "rev $BUILD_REV"; } | sha256sum | cut -d' ' -f1)
+want=$( { sha256sum "$archive" "$PATCHES"/*.patch | cut -d' ' -f1
+          grep -v '^PYTHON_INCLUDE' "$src/Makefile.config"
+          "$PYTHON" -c 'import sys, numpy; print(sys.version, numpy.__version__)'
+          echo "rev $BUILD_REV"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e "$src/python/caffe/_caffe.so" ]; then
   say "up-to-date build found in $src (delete $stamp to force a rebuild)"
 else

@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS="cmake g++ make curl ca-certificates python3-dev python3-venv
 libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
 libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
-libhdf5-dev libopenblas-dev libgtest-dev"
+libhdf5-dev libopenblas-dev libgtest-dev patch"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
