@@ -67,11 +67,13 @@ else
 endif
 	@mkdir -p .cache && $(PY) -m bench.blas --apply --format make > .cache/blas.mk.tmp && mv .cache/blas.mk.tmp .cache/blas.mk
 
+# TEST_ARGS: extra pytest arguments (the Docker image, which has no torch, sets
+# --ignore=tests/test_torch_equivalence.py).
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests $(TEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m 'not slow' tests
+	$(PY) -m pytest -q -m 'not slow' tests $(TEST_ARGS)
 
 demo: install
 	$(PY) -m demo --out runs/demo

@@ -33,12 +33,16 @@ BUILD_REV=3
 REQUIRED_LAYERS="Python Crop Deconvolution Eltwise SoftmaxWithLoss Scale"
 
 DEVICE=cpu
-case "${1:-}" in
-  --cuda) DEVICE=cuda ;;
-  --verify) DEVICE=verify ;;
-  ""|--cpu) ;;
-  *) echo "usage: $0 [--cpu|--cuda|--verify]" >&2; exit 2 ;;
-esac
+STAMP_ONLY=0
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) DEVICE=cuda ;;
+    --verify) DEVICE=verify ;;
+    --cpu) DEVICE=cpu ;;
+    --stamp) STAMP_ONLY=1 ;;   # print the build's cache key and stop
+    *) echo "usage: $0 [--cpu|--cuda|--verify] [--stamp]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 CACHE=$(mkdir -p "${CAFFE_CACHE:-$PWD/.cache/caffe}" && cd "${CAFFE_CACHE:-$PWD/.cache/caffe}" && pwd)
@@ -156,6 +160,7 @@ want=$( { sha256sum "$archive" "$PATCHES"/*.patch | cut -d' ' -f1
           grep -v '^PYTHON_INCLUDE' "$src/Makefile.config"
           "$PYTHON" -c 'import sys, numpy; print(sys.version, numpy.__version__)'
           echo "rev $BUILD_REV"; } | sha256sum | cut -d' ' -f1)
+[ "$STAMP_ONLY" = 1 ] && { echo "$want"; exit 0; }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e "$src/python/caffe/_caffe.so" ]; then
   say "up-to-date build found in $src (delete $stamp to force a rebuild)"
 else

@@ -1,9 +1,15 @@
 """The foundation: real pycaffe with the layers FCN needs, the shared build
-script's caching, and the Docker image definition."""
+script's patches and caching, and the Docker image definition.
+
+The same tests run against the CPU build (`make test`) and against the CUDA
+build in CPU mode (`make cuda-check`, which exports CAFFE_BUILD_FLAGS=--cuda
+and the CUDA build's CAFFE_CACHE, CUDA_DIR and CUDA_ARCH_BIN)."""
+import glob
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +21,10 @@ from google.protobuf import text_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("Python", "Crop", "Deconvolution", "Eltwise", "SoftmaxWithLoss", "Scale")
+BUILD_FLAGS = os.environ.get("CAFFE_BUILD_FLAGS", "").split()
+CUDA_BUILD = "--cuda" in BUILD_FLAGS
+CAFFE_CACHE = os.environ.get("CAFFE_CACHE", os.path.join(ROOT, ".cache", "caffe"))
+PATCHES = sorted(glob.glob(os.path.join(ROOT, "docker", "patches", "*.patch")))
 
 
 def test_caffe_has_the_layers_fcn_needs():
@@ -61,16 +71,80 @@ def test_sgd_step_with_python_layer_crop_and_deconvolution(tmp_path):
 
 
 def test_build_script_reuses_the_cached_build():
-    env = dict(os.environ, PYTHON=os.path.join(ROOT, ".venv", "bin", "python"))
-    out = subprocess.run(["bash", os.path.join(ROOT, "docker", "build_caffe.sh")], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=300)
+    """The build this interpreter runs on is the one the script would make now."""
+    env = dict(os.environ, PYTHON=sys.executable, CAFFE_CACHE=CAFFE_CACHE)
+    out = subprocess.run(["bash", os.path.join(ROOT, "docker", "build_caffe.sh"), *BUILD_FLAGS],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "up-to-date build found" in out.stderr
     assert "building pycaffe" not in out.stderr
 
 
+def pristine_archive():
+    archives = glob.glob(os.path.join(CAFFE_CACHE, "brocolli-caffe-9.0.2.tar.gz"))
+    assert archives, f"no source archive in {CAFFE_CACHE} (the build fetched it)"
+    return archives[0]
+
+
+def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
+    subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
+                    "--strip-components=1"], check=True)
+    assert [os.path.basename(p)[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005"]
+    for path in PATCHES:
+        with open(path) as f:
+            out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
+                                 capture_output=True, text=True)
+        assert out.returncode == 0, f"{os.path.basename(path)}: {out.stdout}{out.stderr}"
+        assert "offset" not in out.stdout and "fuzz" not in out.stdout, out.stdout
+    io_cpp = (tmp_path / "src/caffe/util/io.cpp").read_text()
+    assert "SetTotalBytesLimit(INT_MAX)" in io_cpp and "536870912" not in io_cpp
+    assert "cudnnGetConvolutionForwardAlgorithm_v7" in \
+        (tmp_path / "src/caffe/layers/cudnn_conv_layer.cpp").read_text()
+    assert "prop.clockRate" not in (tmp_path / "src/caffe/common.cpp").read_text()
+
+
+def test_cache_key_changes_with_a_patch(tmp_path):
+    """A changed patch file means a rebuild: the key hashes every patch."""
+    def key(docker_dir, cache):
+        os.makedirs(cache, exist_ok=True)
+        archive = pristine_archive()
+        link = os.path.join(cache, os.path.basename(archive))
+        if not os.path.exists(link):
+            os.symlink(archive, link)
+        env = dict(os.environ, PYTHON=sys.executable, CAFFE_CACHE=cache)
+        out = subprocess.run(["bash", os.path.join(docker_dir, "build_caffe.sh"), "--stamp"],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    docker = tmp_path / "docker"
+    shutil.copytree(os.path.join(ROOT, "docker"), docker)
+    before = key(str(docker), str(tmp_path / "cache"))
+    assert before == key(str(docker), str(tmp_path / "cache"))          # stable
+    patch = sorted(docker.glob("patches/*.patch"))[-1]
+    patch.write_text("(one more line of description)\n" + patch.read_text())
+    assert key(str(docker), str(tmp_path / "cache")) != before
+
+
+def test_pycaffe_is_the_build_it_claims_to_be():
+    """CPU build: no CUDA, cuDNN or NCCL. CUDA build: all three, linked from
+    the CUDA directory it was built with, and caffe.NCCL for multi-GPU."""
+    lib = os.path.join(os.path.dirname(caffe.__file__), "_caffe.so")
+    ldd = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout
+    gpu_libs = ("libcudart.so", "libcublas.so", "libcurand.so", "libcudnn.so", "libnccl.so")
+    for name in gpu_libs:
+        assert (name in ldd) == CUDA_BUILD, f"{name} in ldd of {lib}: {ldd}"
+    assert "not found" not in ldd, ldd
+    assert hasattr(caffe, "NCCL") == CUDA_BUILD
+    # the NCCL patch's process-per-GPU settings exist in both builds
+    assert caffe.solver_rank() == 0 and caffe.solver_count() == 1
+    assert caffe.proto.caffe_pb2.SolverParameter().layer_wise_reduce is True
+    # caffe.io no longer imports scikit-image (not installed here) at import time
+    assert "skimage" not in sys.modules
+
+
 def test_dockerfile_is_lint_clean():
-    hadolint = shutil.which("hadolint") or os.path.join(ROOT, ".venv", "bin", "hadolint")
+    hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     out = subprocess.run([hadolint, "--config", os.path.join(ROOT, ".hadolint.yaml"),
                           os.path.join(ROOT, "docker", "Dockerfile")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -79,8 +153,10 @@ def test_dockerfile_is_lint_clean():
 def test_dockerfile_uses_the_shared_build_script():
     text = open(os.path.join(ROOT, "docker", "Dockerfile")).read()
     assert "docker/build_caffe.sh --cuda" in text
+    assert "COPY docker/patches docker/patches" in text
+    assert text.count("FROM nvidia/cuda:13.0.") == 1 and "-cudnn-devel-" in text
+    assert 'CUDA_ARCH_BIN="80 86 89 90"' in text
     script = open(os.path.join(ROOT, "docker", "build_caffe.sh")).read()
     assert "9b891540183ddc834a02b2bd81b31afae71b2153" in script
-    for arch in ("80", "86", "89", "90"):
-        assert arch in text
     assert "USE_NCCL := 1" in script and "WITH_PYTHON_LAYER := 1" in script
+    assert 'echo "USE_CUDNN := $USE_CUDNN"' in script
