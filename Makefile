@@ -12,6 +12,9 @@ export PYTHONUNBUFFERED := 1
 # BLAS threads (and library, if another beat the system default) as measured by
 # bench/blas.py (bench/results/blas-choice.json); written by `make install`.
 -include .cache/blas.mk
+# `make install CUDA=1` is remembered here (CUDA ?= 1) by later make commands,
+# which all depend on install; CUDA=0 switches back to the CPU build.
+-include .cache/device.mk
 
 .PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe \
         cuda-check gpu-check
@@ -65,6 +68,7 @@ ifeq ($(CUDA),1)
 else
 	@PYTHON=$(PY) bash docker/build_caffe.sh $(CAFFE_BUILD_FLAGS)
 endif
+	@mkdir -p .cache && echo "CUDA ?= $(if $(filter 1,$(CUDA)),1,0)" > .cache/device.mk
 	@mkdir -p .cache && $(PY) -m bench.blas --apply --format make > .cache/blas.mk.tmp && mv .cache/blas.mk.tmp .cache/blas.mk
 
 # TEST_ARGS: extra pytest arguments (the Docker image, which has no torch, sets
