@@ -136,6 +136,15 @@ def test_pycaffe_is_the_build_it_claims_to_be():
         assert (name in ldd) == CUDA_BUILD, f"{name} in ldd of {lib}: {ldd}"
     assert "not found" not in ldd, ldd
     assert hasattr(caffe, "NCCL") == CUDA_BUILD
+    if CUDA_BUILD:   # no GPU needed for a communicator id (own process: NCCL starts threads)
+        code = ("import caffe\n"
+                "a, b = caffe.NCCL.new_uid(), caffe.NCCL.new_uid()\n"
+                "assert len(a) == 256 and set(a) <= set('0123456789abcdef') and a != b\n"
+                "try:\n    caffe.NCCL(None, a[:-2])\nexcept ValueError as e:\n    print(e)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "uid must be the str returned by caffe.NCCL.new_uid()" in out.stdout
     # the NCCL patch's process-per-GPU settings exist in both builds
     assert caffe.solver_rank() == 0 and caffe.solver_count() == 1
     assert caffe.proto.caffe_pb2.SolverParameter().layer_wise_reduce is True
