@@ -11,6 +11,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from common.image import caffe_image, to_rgb  # noqa: F401  (caffe_image: the layers' preprocessing)
+
 VOID = 255
 
 
@@ -47,11 +49,9 @@ def _open_image(path):
 
 
 def read_rgb(path):
-    """H x W x 3 uint8 RGB (greyscale / CMYK / palette images converted)."""
-    im = _open_image(path)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im)
+    """H x W x 3 uint8 RGB (other modes converted as inference converts them:
+    common.image.to_rgb, 16-bit images scaled rather than clipped)."""
+    return to_rgb(_open_image(path), path)
 
 
 def read_gray(path):
@@ -117,12 +117,6 @@ def check_labels(label, n_classes, path):
         shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
         raise DataError(path, f"label values {shown} outside [0, {n_classes}) and void {VOID}")
     return label
-
-
-def caffe_image(rgb, mean_bgr):
-    """H x W x 3 RGB -> 3 x H x W float32 BGR minus the BGR mean (Caffe's layout)."""
-    bgr = np.asarray(rgb, dtype=np.float32)[:, :, ::-1]
-    return np.ascontiguousarray((bgr - np.asarray(mean_bgr, np.float32)).transpose(2, 0, 1))
 
 
 def caffe_label(label):

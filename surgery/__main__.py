@@ -12,7 +12,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from .download import MODELS, download as fetch_model  # noqa: E402
+from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
 from .recipe import initialise  # noqa: E402
@@ -60,7 +60,7 @@ def build_parser():
     c.set_defaults(run=convert)
 
     d = sub.add_parser("download", help="fetch a public ImageNet caffemodel")
-    d.add_argument("model", choices=sorted(MODELS))
+    d.add_argument("model", choices=sorted(IMAGENET_WEIGHTS))
     d.add_argument("--dir", default="weights", help="directory to write into (default weights/)")
     d.set_defaults(run=download)
     return parser

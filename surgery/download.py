@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from data.fetch import FetchError, digest_of, fetch as fetch_verified
+from common.download import FetchError, fetch as fetch_verified
 
 from .errors import SurgeryError
 from .io import read_weights
@@ -26,16 +26,12 @@ class Weights:
     sha1: Optional[str]     # None: no published checksum (validated by parsing)
 
 
-MODELS = {
+IMAGENET_WEIGHTS = {
     "vgg16": Weights("http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
                      "VGG_ILSVRC_16_layers.caffemodel", "VGG_ILSVRC_16_layers.caffemodel", None),
     "alexnet": Weights("http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel",
                        "bvlc_alexnet.caffemodel", "9116a64c0fbe4459d18f4bb6b56d647b63920377"),
 }
-
-
-def sha1_of(path):
-    return digest_of(path, "sha1")
 
 
 def fetch(url, dest, sha1=None, out=None, timeout=60):
@@ -50,8 +46,8 @@ def fetch(url, dest, sha1=None, out=None, timeout=60):
 
 
 def download(name, directory="weights", out=None):
-    """Fetch one of MODELS into directory; returns the file's path."""
-    if name not in MODELS:
-        raise SurgeryError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    model = MODELS[name]
+    """Fetch one of IMAGENET_WEIGHTS into directory; returns the file's path."""
+    if name not in IMAGENET_WEIGHTS:
+        raise SurgeryError(f"unknown model {name!r}; known: {', '.join(sorted(IMAGENET_WEIGHTS))}")
+    model = IMAGENET_WEIGHTS[name]
     return fetch(model.url, os.path.join(directory, model.filename), model.sha1, out)

@@ -14,7 +14,7 @@ import numpy as np
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from net_specs.writer import atomic_path
+from common.atomic import atomic_path
 
 from .errors import SurgeryError
 

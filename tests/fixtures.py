@@ -14,7 +14,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from solvers.palette import voc_palette
+from common.palette import voc_palette
 
 VOID = 255
 SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"

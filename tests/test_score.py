@@ -19,6 +19,7 @@ from net_specs.datasets import VOC_MEAN, Source
 from net_specs.models import TEMPLATES, for_dataset
 from solvers import score
 from solvers.score import ScoreError, fast_hist, metrics, score_net
+from solvers.weights import WeightsError
 from tests import seg_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -328,7 +329,7 @@ def test_score_model_reports_loss(colour_setup):
 
 def test_cli_table_and_json(colour_setup, monkeypatch, capsys, tmp_path):
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_model", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
     out = tmp_path / "m" / "metrics.json"
     rc = score.main([model.name, weights, "--root", root, "--width", "0.0625",
                      "--out", str(out), "--every", "1"])
@@ -355,15 +356,15 @@ def run_cli(*args):
 def test_cli_missing_and_corrupt_weights(tmp_path):
     missing = tmp_path / "nowhere.caffemodel"
     proc = run_cli("voc-fcn32s", str(missing))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "nowhere.caffemodel" in proc.stderr and "not found" in proc.stderr
     corrupt = tmp_path / "corrupt.caffemodel"
     corrupt.write_bytes(b"\xff\xfe this is not a protobuf \x00\x01" * 10)
     proc = run_cli("voc-fcn32s", str(corrupt))
-    assert proc.returncode == 1 and "corrupt.caffemodel" in proc.stderr
+    assert proc.returncode == 2 and "corrupt.caffemodel" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run_cli("no-such-model", str(corrupt))
-    assert proc.returncode == 1 and "unknown model" in proc.stderr
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
 
 
 def test_weights_shape_mismatch_is_an_error_not_an_abort(colour_setup, tmp_path):
@@ -371,7 +372,7 @@ def test_weights_shape_mismatch_is_an_error_not_an_abort(colour_setup, tmp_path)
     wide = replace(dataset, heads=(replace(dataset.heads[0], n_classes=5),))
     other = tmp_path / "other.caffemodel"
     seg_fixtures.make_weights(model, other, {"score_fr": {0: 0}}, dataset=wide)
-    with pytest.raises(ScoreError, match="score_fr.*shape"):
+    with pytest.raises(WeightsError, match="score_fr.*shape"):
         score.score_model(model, dataset, str(other), width=1 / 16)
 
 

@@ -15,7 +15,8 @@ from caffe.proto import caffe_pb2
 
 from net_specs import MODELS
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from solvers.solve import Run, main as solve_main
+from solvers.run import Run
+from solvers.solve import main as solve_main
 from surgery.io import save_weights
 from tests.fixtures import write_folder, write_voc
 
@@ -49,7 +50,7 @@ def toy_dataset(root):
 
 
 def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True):
-    run = Run(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
+    run = Run.open(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
               solver_overrides=dict(base_lr=lr), snapshot_every=snapshot_every, prefetch=prefetch)
     rng = np.random.RandomState(0)
     for blobs in run.solver.net.params.values():
@@ -161,7 +162,7 @@ def test_init_transplants_and_sets_bilinear(toy_root, tmp_path):
     """A previous stage's caffemodel initialises the next by layer name."""
     first = make_run(toy_root, tmp_path / "s32", model="fcn32s")
     weights = first.train(1, display=1, log=quiet)
-    second = Run("fcn16s", out_dir=str(tmp_path / "s16"), width=WIDTH, dataset=toy_dataset(toy_root))
+    second = Run.open("fcn16s", out_dir=str(tmp_path / "s16"), width=WIDTH, dataset=toy_dataset(toy_root))
     second.init_from([weights])
     src = caffe.Net(first.paths["deploy"], weights, caffe.TEST)
     for name in ("conv1_1", "fc6", "score_fr"):

@@ -17,7 +17,7 @@ from caffe import coord_map, layers as L, params as P
 from caffe.proto import caffe_pb2
 
 from surgery.bilinear import bilinear_kernel, interp, upsampling_layers
-from surgery.download import MODELS, fetch
+from surgery.download import IMAGENET_WEIGHTS, fetch
 from surgery.errors import SurgeryError
 from surgery.expand import expand_score, init_color_depth
 from surgery.io import (load_for_surgery, load_net, net_from_param, read_weights,
@@ -507,8 +507,8 @@ def test_cli_reports_bad_input_without_traceback(classifier, tmp_path):
 # ---------------------------------------------------------------- download
 
 def test_published_checksums():
-    assert MODELS["alexnet"].sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
-    assert MODELS["vgg16"].url.endswith("/VGG_ILSVRC_16_layers.caffemodel")
+    assert IMAGENET_WEIGHTS["alexnet"].sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+    assert IMAGENET_WEIGHTS["vgg16"].url.endswith("/VGG_ILSVRC_16_layers.caffemodel")
 
 
 def test_fetch_file_url_verifies_checksum(classifier, tmp_path, capsys):
