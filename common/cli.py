@@ -92,7 +92,7 @@ def add_device_args(parser, multi_gpu=False):
 
 def add_model_args(parser, dataset=False, root=True, class_names=True):
     """The flags that pick a model's data: --dataset, --classes, --mean,
-    --class-names, --root, --width (see net_specs.resolve)."""
+    --class-names, --root, --width (net_specs.resolve.resolve_args reads them)."""
     if dataset:
         parser.add_argument("--dataset", help="run a template (fcn8s, ...) on this dataset")
     parser.add_argument("--classes", type=int_at_least("--classes", 1),
@@ -104,13 +104,6 @@ def add_model_args(parser, dataset=False, root=True, class_names=True):
         parser.add_argument("--root", help="dataset directory (default: the dataset's location)")
     parser.add_argument("--width", type=parse_width, default=1.0,
                         help="trunk width of narrowed test/demo nets, e.g. 1/16 (default 1)")
-
-
-def resolve_args(args, name=None):
-    """(Model, Dataset) for args.model (or `name`) and the flags of add_model_args."""
-    from net_specs.resolve import resolve
-    return resolve(name or args.model, getattr(args, "dataset", None), args.classes, args.mean,
-                   class_names=getattr(args, "class_names", None), root=getattr(args, "root", None))
 
 
 # ------------------------------------------------------------------ devices

@@ -4,12 +4,13 @@ import os
 import sys
 
 from common.atomic import write_files
-from common.cli import add_model_args, resolve_args, run_cli
+from common.cli import add_model_args, run_cli
 
 from .build import build, PHASES
 from .classifiers import CLASSIFIERS, classifier
 from .datasets import DATASETS
 from .models import MODELS, TEMPLATES
+from .resolve import resolve_args
 
 DESCRIPTION = "List the models; emit their train/val/deploy prototxts."
 USAGE = """examples:

@@ -46,3 +46,10 @@ def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=
     model = for_dataset(model, data.name) if template else model
     data.input_variant(model.inputs)          # the dataset must offer the model's inputs
     return model, data
+
+
+def resolve_args(args, name=None):
+    """(Model, Dataset) for args.model (or `name`) and the flags of
+    common.cli.add_model_args."""
+    return resolve(name or args.model, getattr(args, "dataset", None), args.classes, args.mean,
+                   class_names=getattr(args, "class_names", None), root=getattr(args, "root", None))

@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.atomic import atomic_write
-from common.cli import add_device_args, add_model_args, int_at_least, resolve_args, run_cli, set_device
+from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
 from common.errors import UserError
 from common.image import caffe_image, to_rgb
 from common.palette import label_image, palette_for, png_bytes
 from net_specs import build, get_model
+from net_specs.resolve import resolve_args
 from surgery.io import read_weights
 
 from .visualize import side_by_side

@@ -15,7 +15,9 @@ import sys
 import time
 
 from common.atomic import atomic_write
-from common.cli import add_device_args, add_model_args, int_at_least, resolve_args, run_cli, set_device
+from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
+
+from net_specs.resolve import resolve_args
 
 from .evaluate import ScoreError, score_model, score_net, split_size  # noqa: F401  (the API)
 from .metrics import METRIC_KEYS, METRIC_NAMES, fast_hist, metrics  # noqa: F401

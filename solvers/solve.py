@@ -7,8 +7,10 @@ line on stderr); 3 the loss diverged; 130 interrupted (snapshot taken).
 import argparse
 import sys
 
-from common.cli import (add_device_args, add_model_args, int_at_least, positive_float, resolve_args,
+from common.cli import (add_device_args, add_model_args, int_at_least, positive_float,
                         run_cli, set_device)
+
+from net_specs.resolve import resolve_args
 
 from .run import Run, TrainingDiverged, check_weights, hard_exit, remaining_iterations
 

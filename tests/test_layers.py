@@ -27,7 +27,7 @@ from layers import params as P
 from layers.folder import FolderReader
 from layers.io import DataError
 from layers.prefetch import Prefetcher
-from tests import fixtures as F
+from data import layouts as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = (104.00699, 116.66877, 122.67892)

@@ -303,7 +303,7 @@ def test_cli_rejects_bad_arguments_and_writes_nothing(args, message, tmp_path):
 @pytest.fixture(scope="module")
 def fixture_roots(tmp_path_factory):
     """Tiny datasets in each format, with the split names the models use."""
-    from tests import fixtures as fx
+    from data import layouts as fx
     base = tmp_path_factory.mktemp("datasets")
     roots = {
         "sbdd": fx.write_sbdd(str(base / "sbdd"), [("s0", (37, 45))], split="train"),
