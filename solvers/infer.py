@@ -43,7 +43,8 @@ EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, so
 
 Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
 (`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
-atomically. Grey, palette and RGBA images are converted to RGB (with a
+atomically. Grey, 16-bit (scaled by the 16-bit range), palette and RGBA
+images are converted to RGB (with a
 warning); images of equal size share one forward pass (batches of up to
 --batch). Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
 (without --keep-going) image, one line on stderr; 3 finished with

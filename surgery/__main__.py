@@ -51,7 +51,7 @@ def build_parser():
     c.add_argument("--src-weights", required=True, help="source caffemodel")
     c.add_argument("--dst-proto", required=True, help="FCN prototxt (train/val/deploy)")
     c.add_argument("--out", required=True, help="caffemodel to write")
-    c.add_argument("--suffix", default="", help="target name suffix, e.g. _hha (late fusion)")
+    c.add_argument("--suffix", default="", help="target layer-name suffix, e.g. hha (late fusion: conv1_1hha)")
     c.add_argument("--dst-weights", help="start from these weights (e.g. the other stream)")
     c.add_argument("--input-size", type=int, default=64,
                    help="side of the Input that replaces Python data layers (default 64)")
