@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
+from common.cli import run_cli
 from common.download import FetchError, digest_of, fetch
 
 @dataclass(frozen=True)
@@ -84,16 +85,15 @@ def main(argv=None):
     unknown = [n for n in args.names if n not in ARCHIVES]
     if unknown:
         parser.error(f"unknown archive(s) {unknown}; known: {', '.join(ARCHIVES)}")
-    try:
-        for name in args.names:
-            a = ARCHIVES[name]
-            path = fetch(a.url, os.path.join(args.dir, os.path.basename(a.url)), a.md5)
-            if args.extract:
-                extract(path, args.extract)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("data.fetch", fetch_all, args)
+
+
+def fetch_all(args):
+    for name in args.names:
+        a = ARCHIVES[name]
+        path = fetch(a.url, os.path.join(args.dir, os.path.basename(a.url)), a.md5)
+        if args.extract:
+            extract(path, args.extract)
 
 
 if __name__ == "__main__":

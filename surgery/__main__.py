@@ -12,8 +12,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
+from common.cli import run_cli  # noqa: E402
+
 from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
-from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
 from .recipe import initialise  # noqa: E402
 
@@ -68,12 +69,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except SurgeryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("surgery", lambda a: a.run(a), args)
 
 
 if __name__ == "__main__":
