@@ -80,6 +80,7 @@ class Inputs:
     names: tuple = ("data",)        # the prototxt blobs of the image inputs
     layer_tops: tuple = ()          # data-layer tops to ask for by param_str (): the layer's default
     mean_param: str = "mean"        # the param_str mean a single-image input subtracts
+    swap_channels: bool = True      # RGB -> BGR (False: HHA, used in its stored order)
     concat: bool = False            # early fusion: the inputs concatenated into one `data`
     first_conv: str = "conv1_1"     # the first convolution's name (early fusion renames it)
 
@@ -87,7 +88,7 @@ class Inputs:
 SINGLE_IMAGE = (("color", Inputs()),)
 NYUD_INPUTS = (
     ("color", Inputs(("data",), ("color",))),
-    ("hha", Inputs(("data",), ("hha",), mean_param="mean_hha")),
+    ("hha", Inputs(("data",), ("hha",), mean_param="mean_hha", swap_channels=False)),
     ("color-d", Inputs(("color", "depth"), ("color", "depth"), concat=True, first_conv="conv1_1_bgrd")),
     ("color-hha", Inputs(("color", "hha"), ("color", "hha"))),
 )

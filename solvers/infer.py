@@ -154,10 +154,11 @@ class Predictor:
     e.g. [("score", "", VOC names, VOC palette)]; SIFT Flow has _sem and _geo.
     """
 
-    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4):
+    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4, swap_channels=True):
         self.net = net
         self.dataset = dataset
         self.mean = tuple(mean if mean is not None else dataset.mean)
+        self.swap_channels = swap_channels
         self.input_name = input_name
         self.batch_size = max(1, int(batch_size))
         self.heads = [("score" + head.suffix, head.suffix, head.display_names(),
@@ -187,7 +188,8 @@ class Predictor:
             if layer.type == "Deconvolution" and layer.blobs and not layer.blobs[0].data.any():
                 (warn or _warn)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
-        return cls(net, dataset, mean=mean, batch_size=batch_size)
+        return cls(net, dataset, mean=mean, batch_size=batch_size,
+                   swap_channels=inputs.swap_channels)
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -201,7 +203,7 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
-        batch = np.stack([caffe_image(rgb, self.mean) for rgb in rgbs])
+        batch = np.stack([self.preprocess(rgb) for rgb in rgbs])
         blobs = [blob for blob, _, _, _ in self.heads]
         scores = forward(self.net, batch, blobs, self.input_name)
         results = []
@@ -209,6 +211,10 @@ class Predictor:
             results.append({suffix: (scores[blob][i].argmax(axis=0), scores[blob][i])
                             for blob, suffix, _, _ in self.heads})
         return results
+
+    def preprocess(self, rgb):
+        """One image as the net's input blob, exactly as its data layer trains on it."""
+        return caffe_image(rgb, self.mean, self.swap_channels)
 
     def segment(self, image):
         """(labels, scores) of the first head for one image."""

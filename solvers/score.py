@@ -97,8 +97,8 @@ def main(argv=None):
     parser.add_argument("--out", help="write the metrics as JSON here (atomically)")
     parser.add_argument("--all-classes", action="store_true",
                         help="average every head over the classes in ground truth or prediction, "
-                             "as the reference did, also where the dataset scores present classes "
-                             "only (SIFT Flow's semantic head)")
+                             "as the reference did (default: SIFT Flow's semantic head over the "
+                             "classes present in the ground truth only)")
     add_model_args(parser)
     parser.add_argument("--every", type=int_at_least("--every", 1), default=50, metavar="K",
                         help="progress line every K images (default 50)")

@@ -5,6 +5,7 @@ function of the image colour: with the VOC mean, red -> person (15),
 green -> sofa (18), blue -> aeroplane (1), mid-grey -> aeroplane (its blue
 channel is the one furthest above the mean).
 """
+import json
 import os
 import subprocess
 import sys
@@ -282,3 +283,24 @@ def test_legend_lists_present_classes_only():
     assert viz.size == (120 + two.width, max(50, two.height))
     # the text is drawn: dark pixels right of the swatches
     assert (np.asarray(two)[:, 3 * MARGIN + 12:] < 128).any()
+
+
+@pytest.mark.parametrize("variant,top", [("color", "color"), ("hha", "hha")])
+def test_inference_preprocesses_as_the_training_layer(variant, top, tmp_path):
+    """NYUD colour (RGB -> BGR) and HHA (stored channel order, its own mean):
+    Predictor's input blob equals what the NYUD data layer trains on."""
+    from data.layouts import write_nyud
+    from layers.nyud import NYUDReader
+    from net_specs import MODELS
+    model = MODELS[f"nyud-fcn32s-{variant}"]
+    dataset = model.get_dataset()
+    root = str(tmp_path / "nyud")
+    write_nyud(root, [("1", (12, 10))], split="trainval")
+    weights = tmp_path / "w.caffemodel"
+    seg_fixtures.make_weights(model, weights, {}, dataset=dataset)
+    predictor = infer.Predictor.from_model(model, str(weights), width=1 / 16, warn=lambda m: None)
+    reader = NYUDReader.from_param_str(json.dumps({"root": root, "split": "trainval", "tops": [top, "label"],
+                                                   "n_classes": 40}))
+    path = reader.path(top, "1")
+    trained = getattr(reader, "load_" + top)(path)
+    np.testing.assert_array_equal(predictor.preprocess(infer.load_image(path)), trained)
