@@ -363,7 +363,22 @@ def main(argv=None):
     return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
 
 
+def check_out_is_not_an_input(inputs, out):
+    """--out must not be an input directory, nor hold an input PNG: the
+    outputs (<stem>.png, <stem>_viz.png, ...) would overwrite the inputs."""
+    target = os.path.realpath(out)
+    for path in inputs:
+        if os.path.isdir(path) and os.path.realpath(path) == target:
+            raise InferError(f"--out {out} is the input directory {path}: the label maps would "
+                             "overwrite or mix with its images; choose another --out")
+        if (os.path.isfile(path) and path.lower().endswith(".png")
+                and os.path.realpath(os.path.dirname(os.path.abspath(path))) == target):
+            raise InferError(f"--out {out} holds the input image {path}, which the outputs "
+                             "(<stem>.png, <stem>_viz.png) could overwrite; choose another --out")
+
+
 def infer_cli(args):
+    check_out_is_not_an_input(args.inputs, args.out)
     model, dataset = resolve_args(args)
     set_device(args.gpu)
     predictor = Predictor.from_model(model, args.weights, dataset=dataset,

@@ -83,6 +83,7 @@ def _worker(config, model, dataset, uid, rank, iters):
             run.resume(config.resume)
         else:
             run.init_from(config.weights)
+    run.commit()
     nccl = caffe.NCCL(run.solver, uid)
     nccl.bcast()
     run.solver.add_callback(nccl)

@@ -54,10 +54,15 @@ def solve_cli(args):
     overrides = {"base_lr": args.base_lr} if args.base_lr is not None else None
     run = Run.open(model, out_dir=args.out, width=args.width, dataset=dataset, root=args.root,
                    snapshot_every=args.snapshot_every, solver_overrides=overrides)
-    if args.resume:
-        run.resume(args.resume)
-    else:
-        run.init_from(args.weights)
+    try:
+        if args.resume:
+            run.resume(args.resume)
+        else:
+            run.init_from(args.weights)
+    except BaseException:
+        run.discard()                    # an existing run's files stay as they were
+        raise
+    run.commit()
     iters = remaining_iterations(args.iters, run.param.max_iter, run.solver.iter)
     try:
         final = run.train(iters, args.score_every)
