@@ -13,36 +13,15 @@ from PIL import Image
 
 import caffe
 
-from data.layouts import write_folder, write_voc
+from data.layouts import write_folder
 from solvers import infer
 from solvers.run import RunError, Run, check_solverstate, read_metrics
 from solvers.solve import main as solve_main
-from surgery.io import save_weights
 from tests import seg_fixtures
 from tests.test_solve import N_CLASSES, WIDTH, make_run, quiet, toy_dataset
+from tests.test_solve import folder_root, toy_root as voc_root  # noqa: F401  (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_toy_voc(root):
-    write_voc(root, [(f"t{i}", (37 + 4 * i, 45 - 2 * i)) for i in range(5)], n_classes=N_CLASSES,
-              seed=1, split="train")
-    write_voc(root, [(f"v{i}", (41, 33 + 3 * i)) for i in range(3)], n_classes=N_CLASSES,
-              seed=2, split="val")
-    return root
-
-
-@pytest.fixture(scope="module")
-def voc_root(tmp_path_factory):
-    return write_toy_voc(str(tmp_path_factory.mktemp("voc") / "VOC2011"))
-
-
-@pytest.fixture(scope="module")
-def folder_root(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("folder"))
-    write_folder(folder, [(f"t{i}", (35, 39 + i)) for i in range(4)], n_classes=N_CLASSES, split="train")
-    write_folder(folder, [("v0", (33, 41))], n_classes=N_CLASSES, split="val")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +181,9 @@ def test_bad_val_label_at_final_scoring_keeps_the_weights(states, tmp_path, caps
     assert (out / "snapshots" / "train_iter_3.caffemodel").exists()
 
 
-def test_bad_training_image_mid_run_snapshots_the_last_good_state(tmp_path):
-    root = write_toy_voc(str(tmp_path / "VOC2011"))
+def test_bad_training_image_mid_run_snapshots_the_last_good_state(voc_root, tmp_path):
+    root = str(tmp_path / "VOC2011")
+    shutil.copytree(voc_root, root)                     # this test spoils the images
     run = make_run(root, tmp_path / "run", snapshot_every=1000)
     run.train(2, display=1, log=quiet)
     for name in os.listdir(os.path.join(root, "JPEGImages")):    # every training image goes bad
