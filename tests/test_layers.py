@@ -313,6 +313,38 @@ def test_empty_and_missing_split(tmp_path):
     assert os.path.join(root, "nope.txt") in str(e.value)
 
 
+def test_split_file_binary_bom_and_duplicates(tmp_path):
+    """Binary content and repeated ids name the file; a UTF-8 BOM is not part of the first id."""
+    root = F.write_folder(str(tmp_path / "f"), SIZES[:2])
+    split = os.path.join(root, "train.txt")
+
+    open(split, "wb").write(b"\xef\xbb\xbfa\nb\n")                  # BOM, as Notepad writes
+    reader = FolderReader.from_param_str(json.dumps(base_params(root)))
+    assert reader.ids == ["a", "b"]
+    reader.check_files()
+
+    for content in (b"a\n\x00\x01\x02\xff", b"\x89PNG\r\n\x1a\n\xff\xfe\xfd"):
+        open(split, "wb").write(content)
+        with pytest.raises(DataError, match="not UTF-8 text|binary content") as e:
+            make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
+        assert split in str(e.value)
+
+    open(split, "w").write("a\nb\n\n a \n")
+    with pytest.raises(DataError, match=r"id 'a' is listed twice \(lines 1 and 4\)") as e:
+        make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
+    assert split in str(e.value)
+
+
+def test_deeply_nested_param_str_is_a_clear_error(tmp_path):
+    for text in ("[" * 100000 + "]" * 100000, '{"root": ' + "[" * 100000 + "]" * 100000 + "}",
+                 "{'root': " + "(" * 100000 + ")" * 100000 + "}"):
+        with pytest.raises(ValueError, match="nested too deeply|neither JSON") as e:
+            P.decode(text)
+        assert len(str(e.value)) < 400                   # the message quotes only the start
+    with pytest.raises(ValueError, match="nested too deeply"):
+        P.decode("[" * 100000 + "]" * 100000)
+
+
 def test_format_specific_bad_files(tmp_path):
     nyud = F.write_nyud(str(tmp_path / "nyud"), SIZES[:1])
     depth = os.path.join(nyud, "data", "depth", "img_a.png")
