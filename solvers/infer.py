@@ -34,6 +34,7 @@ import time
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import tiles
 from .palette import label_image, palette_for, png_bytes
 from .score import ScoreError, load_weights, parse_width, resolve_model
 from .visualize import side_by_side
@@ -169,8 +170,11 @@ class Predictor:
     e.g. [("score", "", VOC names, VOC palette)]; SIFT Flow has _sem and _geo.
     """
 
-    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4):
+    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4,
+                 max_pixels=None, downscale=False, geometry=(32, 256)):
         self.net = net
+        # images over max_pixels: tiles (solvers.tiles) of this alignment/margin, or a downscale
+        self.max_pixels, self.downscale, self.geometry = max_pixels, downscale, geometry
         self.dataset = dataset
         self.mean = tuple(mean if mean is not None else dataset.mean)
         self.input_name = input_name
@@ -183,7 +187,8 @@ class Predictor:
                                palette_for(head.n_classes, dataset.name)))
 
     @classmethod
-    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None):
+    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
+                   max_pixels=None, downscale=False):
         """Build `model`'s deploy net (net_specs) and load `weights` safely."""
         import caffe
         from net_specs import build, get_model
@@ -221,7 +226,8 @@ class Predictor:
             if layer.type == "Deconvolution" and layer.blobs and not layer.blobs[0].data.any():
                 (warn or _warn)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
-        return cls(net, dataset, mean=mean, batch_size=batch_size)
+        return cls(net, dataset, mean=mean, batch_size=batch_size, max_pixels=max_pixels,
+                   downscale=downscale, geometry=tiles.geometry(proto))
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -235,6 +241,8 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
+        if self.max_pixels and rgbs[0].shape[0] * rgbs[0].shape[1] > self.max_pixels:
+            return [tiles.predict_large(self, rgb) for rgb in rgbs]
         batch = np.stack([preprocess(rgb, self.mean) for rgb in rgbs])
         blobs = [blob for blob, _, _, _ in self.heads]
         scores = forward(self.net, batch, blobs, self.input_name)
@@ -365,7 +373,15 @@ def run(predictor, paths, out, save_scores=False, keep_going=False, log=None):
                     log(f"skipped {exc}")
             if not chunk:
                 continue
-            results = predictor.predict(rgbs)
+            try:
+                results = predictor.predict(rgbs)
+            except (InferError, ValueError, MemoryError) as exc:
+                if not keep_going:
+                    raise InferError(f"{', '.join(chunk)}: {exc}") from None
+                failures.extend((path, f"{type(exc).__name__}: {exc}") for path in chunk)
+                total -= len(chunk)
+                log(f"skipped {', '.join(chunk)}: {exc}")
+                continue
             for path, rgb, result in zip(chunk, rgbs, results):
                 predictor.save(out, stems[path], rgb, result, save_scores)
             done += len(chunk)
@@ -397,16 +413,24 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, help="class count (custom datasets / templates)")
     parser.add_argument("--mean", help="BGR mean B,G,R (custom datasets)")
     parser.add_argument("--class-names", help="comma-separated class names (custom datasets)")
+    parser.add_argument("--max-pixels", type=int, default=tiles.DEFAULT_MAX_PIXELS, metavar="N",
+                        help="larger images are segmented in overlapping tiles of at most N "
+                             f"pixels (default {tiles.DEFAULT_MAX_PIXELS}: 500x500, ~4.4 GB at width 1)")
+    parser.add_argument("--downscale", action="store_true",
+                        help="segment images over --max-pixels downscaled to fit instead of in tiles")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be at least 1, got {args.max_pixels}")
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         model, dataset = resolve_model(args.model, args.classes, args.mean, args.class_names)
         from .score import set_device
         set_device(args.gpu)
         predictor = Predictor.from_model(model, args.weights, dataset=dataset,
-                                         width=args.width, batch_size=args.batch)
+                                         width=args.width, batch_size=args.batch,
+                                         max_pixels=args.max_pixels, downscale=args.downscale)
         done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
     except (InferError, ScoreError) as exc:
         print(f"solvers.infer: error: {exc}", file=sys.stderr)
