@@ -26,8 +26,7 @@ def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefet
     params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
                   seed=seed, randomize=phase == "train", prefetch=prefetch)
     params.update(source.params)
-    if len(dataset.heads) == 1:
-        params["n_classes"] = dataset.n_classes
+    params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
     if dataset.name == "nyud":
         layer_tops, _ = input_tops(model)
         params["tops"] = list(layer_tops) + ["label"]
