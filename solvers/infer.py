@@ -2,6 +2,7 @@
 
     python -m solvers.infer MODEL WEIGHTS IMAGE_OR_DIR... [--out DIR]
         [--cpu | --gpu N] [--save-scores] [--keep-going] [--batch N] [--width W]
+        [--max-pixels N] [--downscale]
 
 For each image (a directory stands for its .jpg/.jpeg/.png files, sorted):
 
@@ -14,7 +15,8 @@ Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
 (`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
 atomically. Grey, palette and RGBA images are converted to RGB (with a
 warning); images of equal size share one forward pass (batches of up to
---batch). Exit status: 0 all images segmented; 1 stopped on an error (a bad
+--batch). Images over --max-pixels are segmented in overlapping tiles
+(solvers/tiles.py), or with --downscale in one smaller pass. Exit status: 0 all images segmented; 1 stopped on an error (a bad
 image without --keep-going, missing weights, ...); 2 bad usage; 3 finished
 with --keep-going but some images failed (listed at the end).
 
@@ -171,10 +173,11 @@ class Predictor:
     """
 
     def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4,
-                 max_pixels=None, downscale=False, geometry=(32, 256)):
+                 max_pixels=None, downscale=False, net_param=None):
         self.net = net
-        # images over max_pixels: tiles (solvers.tiles) of this alignment/margin, or a downscale
-        self.max_pixels, self.downscale, self.geometry = max_pixels, downscale, geometry
+        # net_param (the deploy NetParameter) given: images over max_pixels, or too large for
+        # Caffe in one pass, go through tiles (solvers.tiles) or, with downscale, a smaller pass
+        self.max_pixels, self.downscale, self.net_param = max_pixels, downscale, net_param
         self.dataset = dataset
         self.mean = tuple(mean if mean is not None else dataset.mean)
         self.input_name = input_name
@@ -227,7 +230,7 @@ class Predictor:
                 (warn or _warn)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
         return cls(net, dataset, mean=mean, batch_size=batch_size, max_pixels=max_pixels,
-                   downscale=downscale, geometry=tiles.geometry(proto))
+                   downscale=downscale, net_param=proto)
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -241,7 +244,7 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
-        if self.max_pixels and rgbs[0].shape[0] * rgbs[0].shape[1] > self.max_pixels:
+        if self.net_param is not None and not tiles.one_pass_fits(self, *rgbs[0].shape[:2]):
             return [tiles.predict_large(self, rgb) for rgb in rgbs]
         batch = np.stack([preprocess(rgb, self.mean) for rgb in rgbs])
         blobs = [blob for blob, _, _, _ in self.heads]

@@ -154,6 +154,69 @@ def upscale_scores(scores, height, width):
                                 .resize((width, height), Image.BILINEAR)) for c in scores])
 
 
+INT_MAX = 2 ** 31 - 1      # Caffe's CHECK on every blob's element count
+
+
+def _out(size, k, s, p, dilation=1, ceil=False):
+    span = size + 2 * p - (dilation * (k - 1) + 1)
+    return (-(-span // s) if ceil else span // s) + 1
+
+
+def largest_buffer(net_param, height, width):
+    """The most elements any blob or im2col buffer of the net holds for an
+    H x W input (Caffe aborts past INT_MAX)."""
+    shapes, col = blob_shapes(net_param, height, width)
+    return max([col] + [int(np.prod(shape)) for shape in shapes.values()])
+
+
+def blob_shapes(net_param, height, width):
+    """({top: (C, H, W)}, largest im2col buffer) for an H x W input, walked
+    through the layers as Caffe computes them (without building the net,
+    which would abort past INT_MAX)."""
+    shapes, largest = {}, 0
+    for layer in net_param.layer:
+        bottoms = [shapes[b] for b in layer.bottom if b in shapes]
+        c, h, w = bottoms[0] if bottoms else (0, height, width)
+        col = 0
+        if layer.type == "Input":
+            outs = [(int(s.dim[1]), height, width) for s in layer.input_param.shape]
+        elif layer.type in ("Convolution", "Pooling"):
+            p = layer.convolution_param if layer.type == "Convolution" else layer.pooling_param
+            k, s = _kernel(p) or 1, _stride(p)
+            pad = (list(p.pad) or [0])[0] if layer.type == "Convolution" else p.pad
+            dil = (list(p.dilation) or [1])[0] if layer.type == "Convolution" else 1
+            ceil = layer.type == "Pooling"
+            h, w = _out(h, k, s, pad, dil, ceil), _out(w, k, s, pad, dil, ceil)
+            if layer.type == "Convolution":
+                if (k, s, pad) != (1, 1, 0):
+                    col = c * k * k * h * w
+                c = p.num_output
+            outs = [(c, h, w)] * len(layer.top)
+        elif layer.type == "Deconvolution":
+            p = layer.convolution_param
+            k, s, pad = _kernel(p) or 1, _stride(p), (list(p.pad) or [0])[0]
+            col = p.num_output * k * k * h * w
+            c, h, w = p.num_output, s * (h - 1) + k - 2 * pad, s * (w - 1) + k - 2 * pad
+            outs = [(c, h, w)]
+        elif layer.type == "Crop" and len(bottoms) == 2:
+            outs = [(c,) + bottoms[1][1:]]
+        elif layer.type == "Concat" and bottoms:
+            outs = [(sum(b[0] for b in bottoms), h, w)]
+        else:
+            outs = [(c, h, w)] * len(layer.top)
+        shapes.update(zip(layer.top, outs))
+        largest = max(largest, col)
+    return shapes, largest
+
+
+def one_pass_fits(predictor, height, width):
+    """Whether an H x W image may go through `predictor`'s net in one pass:
+    within its max_pixels and within Caffe's INT_MAX per buffer."""
+    if predictor.max_pixels and height * width > predictor.max_pixels:
+        return False
+    return largest_buffer(predictor.net_param, height, width) <= INT_MAX
+
+
 def predict_large(predictor, rgb):
     """solvers.infer.Predictor.predict for one H x W x 3 image over its
     max_pixels: {suffix: (labels, scores)} at full resolution, through
@@ -165,11 +228,14 @@ def predict_large(predictor, rgb):
     def run(batch):
         return forward(predictor.net, batch, blobs, predictor.input_name)
     height, width = rgb.shape[:2]
+    budget = predictor.max_pixels or height * width
+    while largest_buffer(predictor.net_param, *downscaled_size(height, width, budget)) > INT_MAX:
+        budget //= 2                            # --max-pixels too large for Caffe
     if predictor.downscale:
-        small = run(preprocess(downscale(rgb, predictor.max_pixels), predictor.mean)[None])
+        small = run(preprocess(downscale(rgb, budget), predictor.mean)[None])
         scores = {blob: upscale_scores(s[0], height, width) for blob, s in small.items()}
     else:
-        align, exact_margin = predictor.geometry
-        side, margin = tile_plan(predictor.max_pixels, align, exact_margin)
+        align, exact_margin = geometry(predictor.net_param)
+        side, margin = tile_plan(budget, align, exact_margin)
         scores = stitched(run, preprocess(rgb, predictor.mean), side, margin, align)
     return {head[1]: (scores[head[0]].argmax(axis=0), scores[head[0]]) for head in predictor.heads}

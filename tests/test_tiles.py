@@ -56,6 +56,22 @@ def test_geometry_of_the_published_nets():
     assert tiles.geometry(build(get_model("voc-fcn32s"), "deploy", width=WIDTH, size=(64, 64))) == (32, 256)
 
 
+def test_blob_shapes_are_caffes_and_int_max_is_foreseen(tmp_path):
+    _, net, proto = random_fcn(tmp_path)
+    for h, w in ((1, 1), (37, 53), (375, 500), (500, 375)):
+        shapes, _ = tiles.blob_shapes(proto, h, w)
+        net.blobs["data"].reshape(1, 3, h, w)
+        net.reshape()
+        assert set(shapes) <= set(net.blobs)
+        for name, shape in shapes.items():
+            assert (1,) + shape == net.blobs[name].data.shape, (name, h, w)
+    full = build(get_model("voc-fcn8s"), "deploy", size=(64, 64))
+    # conv1_2's im2col: 64 x 3 x 3 per pixel of the 100-padded input
+    assert tiles.largest_buffer(full, 375, 500) == 64 * 9 * (375 + 198) * (500 + 198)
+    assert tiles.largest_buffer(full, 1500, 2000) > tiles.INT_MAX      # Caffe aborts here
+    assert tiles.largest_buffer(full, 1400, 1400) < tiles.INT_MAX
+
+
 @pytest.mark.parametrize("length", [1, 31, 32, 479, 480, 481, 700, 1500, 2000, 3001])
 def test_windows_cover_exactly_and_start_aligned(length):
     side, margin, align = 480, 96, 32
@@ -130,6 +146,33 @@ def test_predictor_tiles_or_downscales_beyond_max_pixels(tmp_path):
     d_labels, d_scores = small.segment(rgb)
     assert d_scores.shape == (21, 720, 1000) and d_labels.shape == (720, 1000)
     assert (d_labels == labels).mean() > 0.5
+
+
+def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
+    """--max-pixels larger than Caffe can take in one pass: tiles (or a
+    downscale) within INT_MAX, instead of 'blob size exceeds INT_MAX'."""
+    weights, _, _ = random_fcn(tmp_path)
+    predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH, max_pixels=10 ** 9)
+    assert tiles.one_pass_fits(predictor, 3000, 3000)
+    # the full-width net's sizes, without building it (0.5 GB of weights, minutes of forward):
+    # the forwards are recorded, not run
+    full = build(get_model("voc-fcn8s"), "deploy", size=(64, 64))
+    predictor.net_param = full
+    assert not tiles.one_pass_fits(predictor, 1500, 2000)
+    assert tiles.one_pass_fits(predictor, 375, 500)
+    calls = []
+
+    def recorded_forward(net, batch, blobs, input_name):
+        calls.append(batch.shape)
+        assert tiles.largest_buffer(full, *batch.shape[2:]) <= tiles.INT_MAX
+        return {b: np.zeros((1, 21) + batch.shape[2:], np.float32) for b in blobs}
+    import solvers.infer as infer
+    original, infer.forward = infer.forward, recorded_forward
+    try:
+        result = tiles.predict_large(predictor, photo(1500, 2000))
+    finally:
+        infer.forward = original
+    assert result[""][1].shape == (21, 1500, 2000) and len(calls) > 1
 
 
 def run_infer(*args):
