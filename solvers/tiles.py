@@ -1,29 +1,32 @@
 """Segment images too large for one forward pass: overlapping tiles, or a downscale.
 
 Caffe keeps every blob and every convolution's im2col buffer of the whole
-input in memory (about 6.5 KB per padded input pixel for full-width
-FCN-VGG16, see the README) and aborts outright once one buffer passes
-INT_MAX elements (about 2000x2000 at full width). So a large image is cut
-into tiles that each fit, and the tiles' scores are stitched.
+input in memory (about 8 KB per pixel of the 100-padded input for
+full-width FCN-VGG16: the README's memory table) and aborts outright once
+one buffer passes INT_MAX elements (2000x1500 at full width). So an image
+over the pixel budget, or over INT_MAX, is cut into tiles that each fit,
+and the tiles' scores are stitched.
 
-Tiling is exact, not an approximation, because of two properties of the
-nets, both read from the prototxt (`geometry`):
+Two properties of the net, both read from the prototxt (`geometry`), make
+the stitching exact:
 
 - alignment: every tile starts at a multiple of the net's total stride (32
   for the VGG16/AlexNet/GoogLeNet FCNs), so each tile's pooling grid is the
   whole image's grid, shifted by whole cells;
-- margin: each tile overlaps its neighbours by at least half the receptive
-  field of a score pixel (plus one stride) and only its core, the part at
-  least `margin` pixels from a cut, is kept. A core pixel's receptive field
-  then holds the same image pixels as in one pass; where it reaches past
-  the image border both see the same zero padding.
+- margin: tiles overlap, and only each tile's core, the part at least
+  `margin` pixels from a cut, is kept. With the exact margin (half the
+  receptive field of a score pixel plus one stride: 256 px for FCN-32s,
+  288 px for FCN-8s) a core pixel's receptive field holds the same image
+  pixels as in one pass; where it reaches past the image border both see
+  the same zero padding.
 
-The stitched scores therefore equal one pass up to float rounding (the
-matrix products run in a different blocking); a pixel whose top two classes
-are closer than that rounding may flip. Tests check this against one pass
-on images where one pass fits. With `margin` set below `geometry`'s, pixels
-within the receptive-field radius of a cut see the tile's zero padding
-instead of the neighbouring pixels: that is the border effect.
+Then the stitched scores equal one pass up to float rounding (the matrix
+products run in a different blocking), which the tests check against one
+pass. The exact margin needs tiles of at least four margins; with a
+smaller pixel budget the margin is a quarter of the tile (`tile_plan`; at
+the default 500x500 budget: 480 px tiles, 96 px margins), and pixels
+closer to a cut than the exact margin see the tile's zero padding instead
+of their neighbours: that border effect changes some labels along the seams.
 """
 import math
 
@@ -33,11 +36,12 @@ from PIL import Image
 DEFAULT_MAX_PIXELS = 500 * 500     # the papers' largest inputs still go in one pass
 
 
-def _kernel(p, prefix="kernel"):
-    size = getattr(p, f"{prefix}_size")
-    size = list(size) if not isinstance(size, int) else ([size] if size else [])
-    if not size and p.HasField(f"{prefix}_h"):
-        size = [getattr(p, f"{prefix}_h")]
+def _kernel(p):
+    """Kernel side of a convolution_param (repeated) or pooling_param (scalar)."""
+    size = list(p.kernel_size) if not isinstance(p.kernel_size, int) else \
+        ([p.kernel_size] if p.kernel_size else [])
+    if not size and p.HasField("kernel_h"):
+        size = [p.kernel_h]
     return size[0] if size else None
 
 
