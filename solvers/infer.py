@@ -418,7 +418,7 @@ def main(argv=None):
     parser.add_argument("--class-names", help="comma-separated class names (custom datasets)")
     parser.add_argument("--max-pixels", type=int, default=tiles.DEFAULT_MAX_PIXELS, metavar="N",
                         help="larger images are segmented in overlapping tiles of at most N "
-                             f"pixels (default {tiles.DEFAULT_MAX_PIXELS}: 500x500, ~4.4 GB at width 1)")
+                             f"pixels (default {tiles.DEFAULT_MAX_PIXELS}: 500x500, ~4.5 GB at width 1)")
     parser.add_argument("--downscale", action="store_true",
                         help="segment images over --max-pixels downscaled to fit instead of in tiles")
     args = parser.parse_args(argv)
