@@ -7,9 +7,9 @@ adds the checks every format needs: all tops of one example the same size.
 """
 import os
 
-from . import params as P
 import numpy as np
 
+from . import params as P
 from .io import VOID, DataError, caffe_image, caffe_label, check_labels, read_gray, read_rgb, read_split
 
 COMMON = {

@@ -15,10 +15,12 @@ Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
 (`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
 atomically. Grey, palette and RGBA images are converted to RGB (with a
 warning); images of equal size share one forward pass (batches of up to
---batch). Images over --max-pixels are segmented in overlapping tiles
-(solvers/tiles.py), or with --downscale in one smaller pass. Exit status: 0 all images segmented; 1 stopped on an error (a bad
-image without --keep-going, missing weights, ...); 2 bad usage; 3 finished
-with --keep-going but some images failed (listed at the end).
+--batch). Images over --max-pixels, or too large for Caffe in one pass, are
+segmented in overlapping tiles (solvers/tiles.py), or with --downscale in
+one smaller pass. Exit status: 0 all images segmented; 1 stopped on an
+error (a bad image without --keep-going, missing weights, ...); 2 bad
+usage; 3 finished with --keep-going but some images failed (listed at the
+end).
 
 As a library:
 
