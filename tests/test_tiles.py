@@ -175,6 +175,30 @@ def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
     assert result[""][1].shape == (21, 1500, 2000) and len(calls) > 1
 
 
+def test_a_failing_forward_does_not_end_a_keep_going_batch(tmp_path):
+    """One image whose forward fails (memory, a net error) is listed as failed;
+    the images after it are still segmented. Without --keep-going it stops."""
+    from solvers.infer import InferError, run
+    weights, _, _ = random_fcn(tmp_path)
+    predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH)
+    for name, size in (("a", (60, 80)), ("b", (70, 90)), ("c", (50, 40))):
+        Image.fromarray(photo(*size)).save(tmp_path / f"{name}.png")
+    real = predictor.predict
+
+    def predict(rgbs):
+        if rgbs[0].shape[:2] == (70, 90):
+            raise MemoryError("cannot allocate")
+        return real(rgbs)
+    predictor.predict = predict
+    paths = [str(tmp_path / f"{n}.png") for n in "abc"]
+    done, failures = run(predictor, paths, str(tmp_path / "out"), keep_going=True, log=lambda m: None)
+    assert done == 2 and [p for p, _ in failures] == [paths[1]]
+    assert "MemoryError" in failures[0][1]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_viz.png", "c.png", "c_viz.png"]
+    with pytest.raises(InferError, match="b.png: cannot allocate"):
+        run(predictor, paths, str(tmp_path / "out2"), keep_going=False, log=lambda m: None)
+
+
 def run_infer(*args):
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
     return subprocess.run([sys.executable, "-m", "solvers.infer", *map(str, args)], cwd=ROOT,
