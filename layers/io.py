@@ -25,12 +25,32 @@ class DataError(ValueError):
 
 
 def read_split(path):
-    """The ids listed in a split file, one per line, in file order."""
+    """The ids listed in a split file, one per line, in file order.
+
+    A split file is UTF-8 text (a leading byte-order mark, as some editors
+    write, is dropped); binary content and repeated ids are errors naming the
+    file, because either would silently change what a run trains or scores on.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split file not found: {path}")
-    with open(path) as f:
-        ids = [line.strip() for line in f]
-    ids = [i for i in ids if i]
+    with open(path, "rb") as f:
+        raw = f.read()
+    if b"\0" in raw:
+        raise DataError(path, "binary content (NUL bytes): expected a text file of ids, one per line")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {e.start}): expected a text file of ids, "
+                              "one per line") from None
+    ids, first_line = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key = line.strip()
+        if not key:
+            continue
+        if key in first_line:
+            raise DataError(path, f"id {key!r} is listed twice (lines {first_line[key]} and {number})")
+        first_line[key] = number
+        ids.append(key)
     if not ids:
         raise DataError(path, "the split file lists no ids")
     return ids

@@ -26,8 +26,7 @@ def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefet
     params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
                   seed=seed, randomize=phase == "train", prefetch=prefetch)
     params.update(source.params)
-    if len(dataset.heads) == 1:
-        params["n_classes"] = dataset.n_classes
+    params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
     inputs = input_variant(model, dataset)
     if inputs.layer_tops:
         params["tops"] = list(inputs.layer_tops) + [h.label for h in dataset.heads]

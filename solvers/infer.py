@@ -2,6 +2,7 @@
 
     python -m solvers.infer MODEL WEIGHTS IMAGE_OR_DIR... [--out DIR]
         [--cpu | --gpu N] [--save-scores] [--keep-going] [--batch N] [--width W]
+        [--max-pixels N] [--downscale]
 
 Outputs and exit statuses: EPILOG below.
 
@@ -30,6 +31,7 @@ from net_specs import build, get_model
 from net_specs.resolve import resolve_args
 from surgery.io import read_weights
 
+from . import tiles
 from .visualize import side_by_side
 from .weights import load_weights
 
@@ -46,7 +48,9 @@ Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
 atomically. Grey, 16-bit (scaled by the 16-bit range), palette and RGBA
 images are converted to RGB (with a
 warning); images of equal size share one forward pass (batches of up to
---batch). Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
+--batch). Images over --max-pixels, or too large for Caffe in one pass, are
+segmented in overlapping tiles (solvers/tiles.py), or with --downscale in one
+smaller pass. Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
 (without --keep-going) image, one line on stderr; 3 finished with
 --keep-going but some images failed (listed at the end)."""
 EXIT_SOME_FAILED = 3
@@ -154,8 +158,12 @@ class Predictor:
     e.g. [("score", "", VOC names, VOC palette)]; SIFT Flow has _sem and _geo.
     """
 
-    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4, swap_channels=True):
+    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4,
+                 swap_channels=True, max_pixels=None, downscale=False, net_param=None):
         self.net = net
+        # net_param (the deploy NetParameter) given: images over max_pixels, or too large for
+        # Caffe in one pass, go through tiles (solvers.tiles) or, with downscale, a smaller pass
+        self.max_pixels, self.downscale, self.net_param = max_pixels, downscale, net_param
         self.dataset = dataset
         self.mean = tuple(mean if mean is not None else dataset.mean)
         self.swap_channels = swap_channels
@@ -166,7 +174,8 @@ class Predictor:
                       for head in dataset.heads]
 
     @classmethod
-    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None):
+    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
+                   max_pixels=None, downscale=False):
         """Build `model`'s deploy net (net_specs) and load `weights` safely."""
         import caffe
         model = get_model(model) if isinstance(model, str) else model
@@ -189,7 +198,8 @@ class Predictor:
                 (warn or _warn)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
         return cls(net, dataset, mean=mean, batch_size=batch_size,
-                   swap_channels=inputs.swap_channels)
+                   swap_channels=inputs.swap_channels, max_pixels=max_pixels,
+                   downscale=downscale, net_param=proto)
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -203,6 +213,8 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
+        if self.net_param is not None and not tiles.one_pass_fits(self, *rgbs[0].shape[:2]):
+            return [tiles.predict_large(self, rgb) for rgb in rgbs]
         batch = np.stack([self.preprocess(rgb) for rgb in rgbs])
         blobs = [blob for blob, _, _, _ in self.heads]
         scores = forward(self.net, batch, blobs, self.input_name)
@@ -336,7 +348,15 @@ def run(predictor, paths, out, save_scores=False, keep_going=False, log=None):
                     log(f"skipped {exc}")
             if not chunk:
                 continue
-            results = predictor.predict(rgbs)
+            try:
+                results = predictor.predict(rgbs)
+            except (InferError, ValueError, MemoryError) as exc:
+                if not keep_going:
+                    raise InferError(f"{', '.join(chunk)}: {exc}") from None
+                failures.extend((path, f"{type(exc).__name__}: {exc}") for path in chunk)
+                total -= len(chunk)
+                log(f"skipped {', '.join(chunk)}: {exc}")
+                continue
             for path, rgb, result in zip(chunk, rgbs, results):
                 predictor.save(out, stems[path], rgb, result, save_scores)
             done += len(chunk)
@@ -360,6 +380,12 @@ def main(argv=None):
     parser.add_argument("--batch", type=int_at_least("--batch", 1), default=4, metavar="N",
                         help="at most N equal-size images per forward (default 4)")
     add_model_args(parser, root=False)
+    parser.add_argument("--max-pixels", type=int_at_least("--max-pixels", 1),
+                        default=tiles.DEFAULT_MAX_PIXELS, metavar="N",
+                        help="larger images are segmented in overlapping tiles of at most N "
+                             f"pixels (default {tiles.DEFAULT_MAX_PIXELS}: 500x500, ~4.5 GB at width 1)")
+    parser.add_argument("--downscale", action="store_true",
+                        help="segment images over --max-pixels downscaled to fit instead of in tiles")
     return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
 
 
@@ -382,7 +408,8 @@ def infer_cli(args):
     model, dataset = resolve_args(args)
     set_device(args.gpu)
     predictor = Predictor.from_model(model, args.weights, dataset=dataset,
-                                     width=args.width, batch_size=args.batch)
+                                     width=args.width, batch_size=args.batch,
+                                     max_pixels=args.max_pixels, downscale=args.downscale)
     done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
     print(f"segmented {done} image(s) into {args.out}/")
     if failures:

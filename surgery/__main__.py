@@ -17,6 +17,7 @@ from common.cli import run_cli  # noqa: E402
 from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
 from .recipe import initialise  # noqa: E402
+from .transplant import COERCED, COPIED  # noqa: E402
 
 
 def parse_shape(text):
@@ -28,12 +29,35 @@ def parse_shape(text):
         raise argparse.ArgumentTypeError(f"expected TOP=NxCxHxW, got {text!r}") from None
 
 
+def check_out_is_new(args):
+    """--out must not be one of the inputs: the write would replace it."""
+    for flag in ("src_proto", "src_weights", "dst_proto", "dst_weights"):
+        path = getattr(args, flag)
+        if path and os.path.exists(path) and os.path.exists(args.out) and \
+                os.path.samefile(path, args.out):
+            raise SurgeryError(f"--out {args.out} is the --{flag.replace('_', '-')} input; "
+                               "refusing to overwrite it (choose another output file)")
+
+
+def check_transplanted(report, args):
+    """Refuse to write a net that received nothing (e.g. a --suffix typo)."""
+    if any(r.status in (COPIED, COERCED) for r in report):
+        return
+    if args.suffix:
+        raise SurgeryError(f"--suffix {args.suffix!r}: no layer <name>{args.suffix} of "
+                           f"{args.dst_proto} matches a layer of {args.src_weights}; "
+                           "nothing was transplanted (misspelt suffix?)")
+    raise SurgeryError(f"no layer of {args.dst_proto} matches a layer of {args.src_weights} "
+                       "by name; nothing was transplanted")
+
+
 def convert(args):
-    src = load_net(args.src_proto, args.src_weights, caffe.TEST)
+    check_out_is_new(args)
+    src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
         copy_weights(dst, args.dst_weights)
-    initialise(src, dst, args.suffix)
+    check_transplanted(initialise(src, dst, args.suffix), args)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")
 
