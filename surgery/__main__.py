@@ -15,6 +15,7 @@ import caffe  # noqa: E402
 from common.cli import run_cli  # noqa: E402
 
 from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
+from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402

@@ -23,7 +23,7 @@ from caffe.proto import caffe_pb2
 from PIL import Image
 
 from net_specs.classifiers import classifier
-from tests import fixtures as F
+from data import layouts as F
 
 pytestmark = pytest.mark.slow
 

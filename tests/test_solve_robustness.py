@@ -164,12 +164,14 @@ def test_failed_solve_leaves_an_existing_run_byte_identical(states, folder_root,
 
 # ------------------------------------------------ 4. failures late in a run keep the weights
 
-def test_bad_val_label_at_final_scoring_keeps_the_weights(states, tmp_path, capsys):
+def test_bad_val_image_at_final_scoring_keeps_the_weights(states, tmp_path, capsys):
     root = str(tmp_path / "data")
     write_folder(root, [(f"t{i}", (35, 39 + i)) for i in range(3)], n_classes=N_CLASSES, split="train")
     write_folder(root, [("v0", (33, 41)), ("v1", (30, 36))], n_classes=N_CLASSES, split="val")
-    # the second val image is met only when the val split is scored (not when the net is built)
-    Image.fromarray(np.full((30, 36), 200, np.uint8), mode="L").save(os.path.join(root, "labels", "v1.png"))
+    # the second val image is read only when the val split is scored (labels are
+    # checked when the net is built, images are not): a corrupt one fails there
+    with open(os.path.join(root, "images", "v1.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "run"
     code = solve_main(folder_args(root, out, model="fcn32s")
                       + ["--weights", states["fcn32s-weights"], "--iters", "3"])
