@@ -14,8 +14,9 @@ import caffe  # noqa: E402
 
 from common.cli import run_cli  # noqa: E402
 
-from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
+from .download import download as fetch_model, download_names  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from .published import table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 
 
@@ -42,6 +43,10 @@ def download(args):
     print(fetch_model(args.model, args.dir))
 
 
+def published(args):
+    print("\n".join(table()))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m surgery", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,10 +65,16 @@ def build_parser():
                    metavar="TOP=NxCxHxW", help="shape of one replaced data top (repeatable)")
     c.set_defaults(run=convert)
 
-    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel")
-    d.add_argument("model", choices=sorted(IMAGENET_WEIGHTS))
-    d.add_argument("--dir", default="weights", help="directory to write into (default weights/)")
+    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel or a released FCN "
+                       "(`published` lists them)")
+    d.add_argument("model", choices=download_names())
+    d.add_argument("--dir", help="directory to write into (default weights/, released FCNs "
+                   "weights/published/)")
     d.set_defaults(run=download)
+
+    p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
+                       "checksum status and the paper's score")
+    p.set_defaults(run=published)
     return parser
 
 
