@@ -64,3 +64,11 @@ def download(name, directory=None, out=None):
     except ValueError:
         raise SurgeryError(f"unknown model {name!r}; known: {', '.join(download_names())}") from None
     return fetch(released.url, released.path(directory or DIRECTORY), released.sha1, out)
+
+
+def weights_argument(value, model_name):
+    """A --weights/WEIGHTS argument: `published` is the released file of
+    `model_name`, fetched and verified on first use; anything else a path."""
+    if value != "published":
+        return value
+    return download(get_released(model_name).name)

@@ -119,3 +119,36 @@ def test_full_size_fcn8s_stand_in_loads_into_deploy(tmp_path):
     rng = np.random.default_rng(0)
     expected = rng.standard_normal((64, 3, 3, 3), dtype=np.float32) * 0.01
     np.testing.assert_array_equal(net.params["conv1_1"][0].data, expected)
+
+
+def test_infer_with_published_weights_uses_the_released_file(tmp_path):
+    """`solvers.infer MODEL published IMAGE` resolves to weights/published/<file>
+    (verified, no download when present) and segments as with the path itself."""
+    from PIL import Image
+    released = get_released("voc-fcn16s")
+    write_stand_in(released.model, released.path(str(tmp_path / "weights" / "published")),
+                   width=WIDTH, scale=0.3)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(photo)
+    env = dict(ENV, http_proxy="http://127.0.0.1:9")
+
+    def infer(weights, out):
+        return subprocess.run([sys.executable, "-m", "solvers.infer", "voc-fcn16s", weights,
+                               str(photo), "--width", "1/16", "--out", out], env=env,
+                              cwd=str(tmp_path), capture_output=True, text=True)
+    by_name = infer("published", "by-name")
+    assert by_name.returncode == 0, by_name.stderr
+    assert "already present and verified" in by_name.stderr
+    by_path = infer(released.path("weights/published"), "by-path")
+    assert by_path.returncode == 0, by_path.stderr
+    labels = np.asarray(Image.open(tmp_path / "by-name" / "photo.png"))
+    assert labels.shape == (40, 52)
+    np.testing.assert_array_equal(labels, np.asarray(Image.open(tmp_path / "by-path" / "photo.png")))
+    for model, extra, message in (
+            ("fcn8s", ["--classes", "21"], "no released weights for 'fcn8s'"),   # a template
+            ("voc-fcn32s", [], "cannot download http://dl.caffe.berkeleyvision.org/")):  # offline
+        proc = subprocess.run([sys.executable, "-m", "solvers.infer", model, "published",
+                               str(photo), "--out", "x", *extra],
+                              env=env, cwd=str(tmp_path), capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr.strip().splitlines()[-1], proc.stderr
