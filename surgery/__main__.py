@@ -12,7 +12,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from common.cli import run_cli  # noqa: E402
+from common.cli import parse_width, run_cli  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
@@ -41,6 +41,14 @@ def convert(args):
 
 def download(args):
     print(fetch_model(args.model, args.dir))
+
+
+def export_onnx(args):
+    from .download import weights_argument
+    from .onnx_export import export
+    out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
+                          args.width)
+    print(f"wrote {out} ({n_nodes} ONNX nodes)")
 
 
 def published(args):
@@ -75,6 +83,14 @@ def build_parser():
     p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
                        "checksum status and the paper's score")
     p.set_defaults(run=published)
+
+    e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")
+    e.add_argument("model", help="model name (`python -m net_specs list`)")
+    e.add_argument("weights", help="its .caffemodel, or `published`: the released weights")
+    e.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    e.add_argument("--width", type=parse_width, default=1.0,
+                   help="trunk width of narrowed test nets (default 1)")
+    e.set_defaults(run=export_onnx)
     return parser
 
 
