@@ -102,3 +102,32 @@ def test_export_cli_writes_a_checked_model(tmp_path):
     assert bad.returncode == 2 and not (tmp_path / "x.onnx").exists()
     assert bad.stderr.startswith("surgery: error:") and len(bad.stderr.strip().splitlines()) == 1
     assert "no parameters for layer(s) upscore16" in bad.stderr
+
+
+@pytest.mark.slow
+def test_full_size_released_format_exports_and_matches(tmp_path):
+    """`export-onnx MODEL published`: a full-size stand-in of the released file
+    (weights/published/, verified by parsing) exported, then run by onnxruntime."""
+    import onnxruntime
+    from surgery.published import get_released
+    from tests.published_fixtures import write_stand_in
+    released = get_released("voc-fcn8s-atonce")
+    write_stand_in(released.model, released.path(str(tmp_path / "weights" / "published")),
+                   width=1.0)
+    out = tmp_path / "atonce.onnx"
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2", http_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-m", "surgery", "export-onnx", released.model,
+                           "published", "--out", str(out)], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    path = str(tmp_path / "deploy.prototxt")
+    atomic_write(path, str(build(MODELS[released.model], "deploy", size=(72, 88))))
+    net = caffe.Net(path, released.path(str(tmp_path / "weights" / "published")), caffe.TEST)
+    x = (np.random.default_rng(2).standard_normal((1, 3, 72, 88)) * 50).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    want = net.forward()["score"]
+    del net
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["score"], {"data": x})
+    assert got.shape == want.shape == (1, 21, 72, 88)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
