@@ -268,29 +268,35 @@ def to_onnx(param, net, name="fcn"):
     return model
 
 
-def export(model_name, weights, out, width=1.0):
-    """Build `model_name`'s deploy net, load `weights` safely, write the ONNX
-    file atomically; returns (out, number of ONNX nodes)."""
-    import tempfile
-    import caffe
-    from common.atomic import atomic_write
+def load_deploy(model_name, weights, width=1.0):
+    """`model_name`'s deploy NetParameter and its caffe.Net holding `weights`,
+    checked first (shapes, and every parameter layer covered) so that Caffe
+    never aborts and nothing is exported with layers left at their fillers."""
     from net_specs import build
     from net_specs.models import get_model
-    from solvers.weights import load_weights
-    from .io import read_prototxt
-    onnx, _, _ = _onnx()
+    from .io import check_weights_fit, net_from_param, read_weights, weight_layers
     model = get_model(model_name)
-    proto = build(model, "deploy", width=width, size=(64, 64))
-    with tempfile.TemporaryDirectory(prefix="fcn-onnx-") as tmp:
-        path = os.path.join(tmp, "deploy.prototxt")
-        atomic_write(path, str(proto))
-        param = read_prototxt(path)
-        net = caffe.Net(path, caffe.TEST)
-    missing = load_weights(net, weights, warn=False)
+    param = build(model, "deploy", width=width, size=(64, 64))
+    stored = read_weights(weights)
+    net = net_from_param(param)
+    check_weights_fit(net, stored, weights)
+    names = {layer.name for layer in weight_layers(stored) if layer.blobs}
+    missing = [name for name in net.params if name not in names]
     if missing:
         raise SurgeryError(f"{weights} has no parameters for layer(s) {', '.join(missing)} of "
                            f"{model.name}: weights of another model? (nothing exported)")
-    graph = to_onnx(param, net, model.name)
+    del stored
+    net.copy_from(weights)
+    return param, net
+
+
+def export(model_name, weights, out, width=1.0):
+    """Write `model_name` with `weights` as an ONNX file, atomically;
+    returns (out, number of ONNX nodes)."""
+    onnx, _, _ = _onnx()
+    param, net = load_deploy(model_name, weights, width)
+    graph = to_onnx(param, net, model_name)
+    del net
     with atomic_path(out) as tmp:
         onnx.save(graph, tmp)
     return out, len(graph.graph.node)
