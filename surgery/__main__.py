@@ -1,8 +1,10 @@
-"""Command line: `python -m surgery convert ...` and `python -m surgery download ...`.
+"""Command line: `python -m surgery convert | download | published | export-onnx ...`.
 
 convert: ImageNet classifier (deploy prototxt + caffemodel) -> FCN initial
 weights: transplant by name (fc layers convolutionalised), bilinear upscore*
 deconvolutions, written atomically, with the transplant table printed.
+download: ImageNet classifiers and the released FCNs (`published` lists them).
+export-onnx: a model's deploy net and weights as an ONNX file (surgery.onnx_export).
 """
 import argparse
 import os
