@@ -256,10 +256,10 @@ def to_onnx(param, net, name="fcn"):
                 raise SurgeryError(f"output {top!r} is also an intermediate name")
             g.used.add(top)
             g.nodes.append(helper.make_node("Identity", [value], [top], name=top + "_output"))
-        # an FCN's scores are cropped to its input's height and width
-        outputs.append(helper.make_tensor_value_info(
-            top, onnx.TensorProto.FLOAT,
-            [DYNAMIC[0], net.blobs[top].data.shape[1], DYNAMIC[1], DYNAMIC[2]]))
+        shape = net.blobs[top].data.shape
+        dims = [DYNAMIC[0], *shape[1:2], f"{top}_height", f"{top}_width"] if len(shape) == 4 \
+            else [DYNAMIC[0], *shape[1:]]
+        outputs.append(helper.make_tensor_value_info(top, onnx.TensorProto.FLOAT, dims))
     graph = helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="fcn-caffe surgery.onnx_export")

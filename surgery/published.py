@@ -97,10 +97,10 @@ def get_released(name):
 
 def table():
     """The released models as printable lines (name, file, checksum, paper score)."""
-    lines = [f"{'name':<32} {'split':<16} {'paper mIU':>9}  checksum  url"]
+    lines = [f"{'name':<32} {'split':<16} {'paper mIU':>10}  checksum  url"]
     for r in RELEASED_LIST:
         split, n = r.split
         score = f"{r.paper_mean_iu:.1f}" if r.paper_mean_iu is not None else "not stated"
         check = "sha1" if r.sha1 else "parse"
-        lines.append(f"{r.name:<32} {f'{split} ({n})':<16} {score:>9}  {check:<8}  {r.url}")
+        lines.append(f"{r.name:<32} {f'{split} ({n})':<16} {score:>10}  {check:<8}  {r.url}")
     return lines

@@ -95,6 +95,8 @@ def test_export_cli_writes_a_checked_model(tmp_path):
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
     assert [o.name for o in model.graph.output] == ["score"]
+    dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 21, "score_height", "score_width"]
     assert os.listdir(out.parent) == ["fcn8s.onnx"]             # no temporary left behind
     bad = subprocess.run([sys.executable, "-m", "surgery", "export-onnx", "voc-fcn16s", weights,
                           "--out", str(tmp_path / "x.onnx"), "--width", "1/16"], env=env,
@@ -130,4 +132,38 @@ def test_full_size_released_format_exports_and_matches(tmp_path):
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (got,) = session.run(["score"], {"data": x})
     assert got.shape == want.shape == (1, 21, 72, 88)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_layers_beyond_the_fcn_families(tmp_path):
+    """The exported layers no FCN here uses: leaky ReLU, Eltwise PROD of three
+    and MAX, Scale with a bias, InnerProduct on a flattened blob, padded pooling."""
+    import onnxruntime
+    from caffe import layers as L, params as P
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, 3, 9, 11]))
+    n.conv = L.Convolution(n.data, num_output=4, kernel_size=3, pad=1, group=1)
+    n.leaky = L.ReLU(n.conv, negative_slope=0.1)
+    n.prod = L.Eltwise(n.leaky, n.conv, n.leaky, operation=P.Eltwise.PROD)
+    n.max = L.Eltwise(n.prod, n.conv, operation=P.Eltwise.MAX)
+    n.scaled = L.Scale(n.max, bias_term=True)
+    n.pool = L.Pooling(n.scaled, pool=P.Pooling.MAX, kernel_size=3, stride=1, pad=1)
+    n.fc = L.InnerProduct(n.pool, num_output=5)
+    path = str(tmp_path / "extra.prototxt")
+    atomic_write(path, str(n.to_proto()))
+    net = caffe.Net(path, caffe.TEST)
+    rng = np.random.default_rng(3)
+    for blobs in net.params.values():
+        for b in blobs:
+            b.data[...] = rng.standard_normal(b.data.shape)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    want = net.forward()["fc"].copy()
+    graph = to_onnx(read_prototxt(path), net)
+    session = onnxruntime.InferenceSession(graph.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    (got,) = session.run(["fc"], {"data": x})
+    assert got.shape == want.shape == (2, 5)
+    out_dims = [d.dim_param or d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims == ["batch", 5]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
