@@ -22,6 +22,7 @@ help:
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"
+	@echo "make eval-published[-MODEL]   score the released caffemodels, paper vs ours"
 
 install: deps venv caffe
 
@@ -190,3 +191,24 @@ $(eval $(call trained,fcn8s-siftflow,siftflow-fcn8s))
 $(eval $(call trained,fcn32s-pascalcontext,pascalcontext-fcn32s))
 $(eval $(call trained,fcn16s-pascalcontext,pascalcontext-fcn16s))
 $(eval $(call trained,fcn8s-pascalcontext,pascalcontext-fcn8s))
+
+# -- the released models, scored with our nets and metrics ---------------------
+# `make eval-published` scores all 14 (needs every dataset); per model:
+# `make eval-published-voc-fcn8s`. Weights are fetched into weights/published/.
+# $(call published,MODEL,DATA TARGET)
+define published
+.PHONY: eval-published-$(1)
+eval-published-$(1): $(2)
+	$$(PY) -m solvers.eval_published $(1) $$(DEVICE) --out runs/published/$(1).json
+endef
+PUBLISHED_VOC := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
+PUBLISHED_NYUD := nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-hha
+PUBLISHED_SIFTFLOW := siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s
+PUBLISHED_CONTEXT := pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
+$(foreach m,$(PUBLISHED_VOC),$(eval $(call published,$(m),data-voc)))
+$(foreach m,$(PUBLISHED_NYUD),$(eval $(call published,$(m),data-nyud)))
+$(foreach m,$(PUBLISHED_SIFTFLOW),$(eval $(call published,$(m),data-siftflow)))
+$(foreach m,$(PUBLISHED_CONTEXT),$(eval $(call published,$(m),data-pascalcontext)))
+.PHONY: eval-published
+eval-published: data-voc data-nyud data-siftflow data-pascalcontext
+	$(PY) -m solvers.eval_published $(DEVICE) --out runs/published/all.json

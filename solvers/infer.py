@@ -370,7 +370,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m solvers.infer", description=DESCRIPTION,
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name (`python -m net_specs list`) or template")
-    parser.add_argument("weights", help="trained .caffemodel")
+    parser.add_argument("weights", help="trained .caffemodel, or `published`: the authors' "
+                        "released weights (fetched into weights/published/ on first use)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or directories")
     parser.add_argument("--out", default="predictions", help="output directory (default predictions)")
     add_device_args(parser)
@@ -407,6 +408,8 @@ def infer_cli(args):
     check_out_is_not_an_input(args.inputs, args.out)
     model, dataset = resolve_args(args)
     set_device(args.gpu)
+    from surgery.download import weights_argument
+    args.weights = weights_argument(args.weights, args.model)
     predictor = Predictor.from_model(model, args.weights, dataset=dataset,
                                      width=args.width, batch_size=args.batch,
                                      max_pixels=args.max_pixels, downscale=args.downscale)

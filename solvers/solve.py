@@ -34,8 +34,8 @@ def main(argv=None):
     start.add_argument("--resume", help="a .solverstate to continue from (its weights come with it)")
     parser.add_argument("--iters", type=int_at_least("--iters", 0),
                         help="iterations to run (default: what is left of the solver's max_iter)")
-    parser.add_argument("--score-every", type=int_at_least("--score-every", 1), default=4000,
-                        help="score on val every N iterations")
+    parser.add_argument("--score-every", type=int_at_least("--score-every", 0), default=4000,
+                        help="score on val every N iterations (0: only at the end)")
     parser.add_argument("--snapshot-every", type=int_at_least("--snapshot-every", 1), default=4000)
     parser.add_argument("--out", help="run directory (default runs/<model>)")
     add_model_args(parser, dataset=True, class_names=False)

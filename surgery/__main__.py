@@ -1,8 +1,10 @@
-"""Command line: `python -m surgery convert ...` and `python -m surgery download ...`.
+"""Command line: `python -m surgery convert | download | published | export-onnx ...`.
 
 convert: ImageNet classifier (deploy prototxt + caffemodel) -> FCN initial
 weights: transplant by name (fc layers convolutionalised), bilinear upscore*
 deconvolutions, written atomically, with the transplant table printed.
+download: ImageNet classifiers and the released FCNs (`published` lists them).
+export-onnx: a model's deploy net and weights as an ONNX file (surgery.onnx_export).
 """
 import argparse
 import os
@@ -12,11 +14,12 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from common.cli import run_cli  # noqa: E402
+from common.cli import parse_width, run_cli  # noqa: E402
 
-from .download import IMAGENET_WEIGHTS, download as fetch_model  # noqa: E402
+from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from .published import table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402
 
@@ -67,6 +70,18 @@ def download(args):
     print(fetch_model(args.model, args.dir))
 
 
+def export_onnx(args):
+    from .download import weights_argument
+    from .onnx_export import export
+    out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
+                          args.width)
+    print(f"wrote {out} ({n_nodes} ONNX nodes)")
+
+
+def published(args):
+    print("\n".join(table()))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m surgery", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,10 +100,24 @@ def build_parser():
                    metavar="TOP=NxCxHxW", help="shape of one replaced data top (repeatable)")
     c.set_defaults(run=convert)
 
-    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel")
-    d.add_argument("model", choices=sorted(IMAGENET_WEIGHTS))
-    d.add_argument("--dir", default="weights", help="directory to write into (default weights/)")
+    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel or a released FCN "
+                       "(`published` lists them)")
+    d.add_argument("model", choices=download_names())
+    d.add_argument("--dir", help="directory to write into (default weights/, released FCNs "
+                   "weights/published/)")
     d.set_defaults(run=download)
+
+    p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
+                       "checksum status and the paper's score")
+    p.set_defaults(run=published)
+
+    e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")
+    e.add_argument("model", help="model name (`python -m net_specs list`)")
+    e.add_argument("weights", help="its .caffemodel, or `published`: the released weights")
+    e.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    e.add_argument("--width", type=parse_width, default=1.0,
+                   help="trunk width of narrowed test nets (default 1)")
+    e.set_defaults(run=export_onnx)
     return parser
 
 
