@@ -29,6 +29,7 @@ help:
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"
+	@echo "make eval-published[-MODEL]   score the released caffemodels, paper vs ours"
 
 install: deps venv caffe
 
@@ -71,13 +72,16 @@ endif
 	@mkdir -p .cache && echo "CUDA ?= $(if $(filter 1,$(CUDA)),1,0)" > .cache/device.mk
 	@mkdir -p .cache && $(PY) -m bench.blas --apply --format make > .cache/blas.mk.tmp && mv .cache/blas.mk.tmp .cache/blas.mk
 
-# TEST_ARGS: extra pytest arguments (the Docker image, which has no torch, sets
-# --ignore=tests/test_torch_equivalence.py).
+# Where the bench extras (torch, onnx) are not installed -- the Docker image,
+# .venv-cuda -- their tests are left out: the torch test by path, the onnx
+# tests by marker. TEST_ARGS: more pytest arguments.
+NO_EXTRAS_ARGS := --ignore=tests/test_torch_equivalence.py
+MARKS = $(if $(filter 0,$(BENCH_DEPS)),-m '$(1)$(if $(1), and )not onnx',$(if $(1),-m '$(1)'))
 test: install
-	$(PY) -m pytest -q tests $(TEST_ARGS)
+	$(PY) -m pytest -q tests $(call MARKS,) $(if $(filter 0,$(BENCH_DEPS)),$(NO_EXTRAS_ARGS)) $(TEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m 'not slow' tests $(TEST_ARGS)
+	$(PY) -m pytest -q tests $(call MARKS,not slow) $(if $(filter 0,$(BENCH_DEPS)),$(NO_EXTRAS_ARGS)) $(TEST_ARGS)
 
 demo: install
 	$(PY) -m demo --out runs/demo
@@ -91,15 +95,15 @@ bench: install
 
 # CI's check of the GPU build on a machine without a GPU: the same toolkit, patched
 # source and flags as `make install CUDA=1` (sm_90 only, to save time), built into
-# its own .venv-cuda (requirements.txt; no torch, so the equivalence test is left
-# out by path), then the fast suite against that pycaffe in CPU mode. The build
+# its own .venv-cuda (requirements.txt: no torch or onnx, so their tests are left
+# out), then the fast suite against that pycaffe in CPU mode. The build
 # script test inside the suite re-runs this very build and must find it cached.
 CUDA_VENV := .venv-cuda
 cuda-check: deps
 	@test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV)
 	@$(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,90,caffe-cuda-check) && \
-	  $(CUDA_VENV)/bin/python -m pytest -q -m 'not slow' --ignore=tests/test_torch_equivalence.py tests
+	  $(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
 
 # On a machine with a GPU (after `make install CUDA=1`, or in the Docker image).
 gpu-check: install
@@ -235,3 +239,24 @@ $(eval $(call trained,fcn8s-siftflow,siftflow-fcn8s))
 $(eval $(call trained,fcn32s-pascalcontext,pascalcontext-fcn32s))
 $(eval $(call trained,fcn16s-pascalcontext,pascalcontext-fcn16s))
 $(eval $(call trained,fcn8s-pascalcontext,pascalcontext-fcn8s))
+
+# -- the released models, scored with our nets and metrics ---------------------
+# `make eval-published` scores all 14 (needs every dataset); per model:
+# `make eval-published-voc-fcn8s`. Weights are fetched into weights/published/.
+# $(call published,MODEL,DATA TARGET)
+define published
+.PHONY: eval-published-$(1)
+eval-published-$(1): $(2)
+	$$(PY) -m solvers.eval_published $(1) $$(DEVICE) --out runs/published/$(1).json
+endef
+PUBLISHED_VOC := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
+PUBLISHED_NYUD := nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-hha
+PUBLISHED_SIFTFLOW := siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s
+PUBLISHED_CONTEXT := pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
+$(foreach m,$(PUBLISHED_VOC),$(eval $(call published,$(m),data-voc)))
+$(foreach m,$(PUBLISHED_NYUD),$(eval $(call published,$(m),data-nyud)))
+$(foreach m,$(PUBLISHED_SIFTFLOW),$(eval $(call published,$(m),data-siftflow)))
+$(foreach m,$(PUBLISHED_CONTEXT),$(eval $(call published,$(m),data-pascalcontext)))
+.PHONY: eval-published
+eval-published: data-voc data-nyud data-siftflow data-pascalcontext
+	$(PY) -m solvers.eval_published $(DEVICE) --out runs/published/all.json

@@ -28,9 +28,9 @@ from PIL import Image  # noqa: E402
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 
-from tests.fixtures import write_voc  # noqa: E402
+from data.layouts import write_voc  # noqa: E402
+from net_specs.datasets import VOC_MEAN  # noqa: E402
 
-VOC_MEAN = (104.00699, 116.66877, 122.67892)
 H, W = 375, 500
 
 

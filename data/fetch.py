@@ -10,20 +10,15 @@ Where no checksum has been published (NYUD, SIFT Flow) the file's md5 is
 printed for the record. See data/README.md for where each value comes from.
 """
 import argparse
-import hashlib
 import os
 import sys
 import tarfile
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
-CHUNK = 1 << 20
-
+from common.cli import run_cli
+from common.download import FetchError, digest_of, fetch
 
 @dataclass(frozen=True)
 class Archive:
@@ -53,95 +48,8 @@ ARCHIVES = {
 }
 
 
-class FetchError(RuntimeError):
-    pass
-
-
-def digest_of(path, algorithm="md5"):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def md5_of(path):
     return digest_of(path, "md5")
-
-
-def _check(path, expected, algorithm, label, validate):
-    """The published checksum when there is one; else `validate(path)`, if given."""
-    actual = digest_of(path, algorithm)
-    if expected is not None and actual != expected:
-        raise FetchError(f"{label}: {algorithm} {actual} does not match the published {expected}")
-    if expected is None and validate is not None:
-        validate(path)
-    return actual
-
-
-def _progress(label, done, total, out):
-    if total:
-        out.write(f"\r{label}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done // total}%)")
-    else:
-        out.write(f"\r{label}: {done / 1e6:.1f} MB")
-    out.flush()
-
-
-def _download(url, f, dest, timeout, out):
-    """Stream url into the open file f with a progress line; errors say what to do offline."""
-    label = os.path.basename(dest)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            expected = int(response.headers.get("Content-Length") or 0)
-            done, shown = 0, 0.0
-            for chunk in iter(lambda: response.read(CHUNK), b""):
-                f.write(chunk)
-                done += len(chunk)
-                if time.monotonic() - shown > 0.5:
-                    _progress(label, done, expected, out)
-                    shown = time.monotonic()
-            _progress(label, done, expected, out)
-            out.write("\n")
-    except urllib.error.HTTPError as e:
-        raise FetchError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-        raise FetchError(f"cannot download {url}: {getattr(e, 'reason', e)}. Offline? Put the "
-                         f"file at {dest} by other means and run again to verify it") from None
-    if expected and done != expected:
-        raise FetchError(f"{url}: download incomplete, {done} of {expected} bytes")
-
-
-def fetch(url, dest, md5=None, timeout=60, out=None, algorithm="md5", checksum=None,
-          validate=None):
-    """Download url to dest atomically and verify it; returns dest.
-
-    `checksum` (or `md5`) is the published digest under `algorithm`; without
-    one, `validate(path)` (if given) must accept the file, and the digest is
-    printed for the record. A valid file already at dest is kept.
-    """
-    out = out or sys.stderr
-    expected = checksum if checksum is not None else md5
-    if os.path.isfile(dest):
-        try:
-            _check(dest, expected, algorithm, dest, validate)
-            print(f"{dest}: already present and verified", file=out)
-            return dest
-        except Exception as e:  # FetchError, or the validator's own error
-            print(f"{dest}: present but invalid ({e}); downloading again", file=out)
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _download(url, f, dest, timeout, out)
-        actual = _check(tmp, expected, algorithm, url, validate)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    if expected is None:
-        print(f"{dest}: {algorithm} {actual} (no published checksum; recorded here only)", file=out)
-    return dest
 
 
 def extract(archive, dest):
@@ -177,16 +85,15 @@ def main(argv=None):
     unknown = [n for n in args.names if n not in ARCHIVES]
     if unknown:
         parser.error(f"unknown archive(s) {unknown}; known: {', '.join(ARCHIVES)}")
-    try:
-        for name in args.names:
-            a = ARCHIVES[name]
-            path = fetch(a.url, os.path.join(args.dir, os.path.basename(a.url)), a.md5)
-            if args.extract:
-                extract(path, args.extract)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("data.fetch", fetch_all, args)
+
+
+def fetch_all(args):
+    for name in args.names:
+        a = ARCHIVES[name]
+        path = fetch(a.url, os.path.join(args.dir, os.path.basename(a.url)), a.md5)
+        if args.extract:
+            extract(path, args.extract)
 
 
 if __name__ == "__main__":

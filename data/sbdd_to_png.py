@@ -12,28 +12,17 @@ import argparse
 import glob
 import os
 import sys
-import tempfile
 
-from PIL import Image
-
+from common.atomic import atomic_write
+from common.palette import label_image, png_bytes, voc_palette
 from layers.io import read_sbd
-from solvers.palette import voc_palette
 
 STRUCTS = {"cls": "GTcls", "inst": "GTinst"}
 
 
 def write_png_atomic(path, label):
-    image = Image.fromarray(label.astype("uint8"), mode="P")
-    image.putpalette(voc_palette().ravel().tolist())
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    image = label_image(label, voc_palette())
+    atomic_write(path, png_bytes(image))
 
 
 def convert(dataset_dir, kind="cls", out=None, log=None):

@@ -25,8 +25,8 @@ from google.protobuf import text_format
 
 from net_specs import classifier, get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from net_specs.writer import atomic_write
-from solvers.solve import SEED, Run
+from common.atomic import atomic_write
+from solvers.run import SEED, Run
 from surgery.io import save_weights
 
 from .predict import save_predictions
@@ -129,11 +129,11 @@ def main(argv=None):
     for stage in STAGES:
         iters, lr = plan[stage]
         model = replace(get_model(stage), name=f"demo-{stage}")
-        run = Run(model, out_dir=os.path.join(args.out, stage), width=WIDTH, dataset=dataset,
-                  solver_overrides=dict(base_lr=lr, momentum=MOMENTUM), snapshot_every=max(iters, 1))
+        run = Run.open(model, out_dir=os.path.join(args.out, stage), width=WIDTH, dataset=dataset,
+                       solver_overrides=dict(base_lr=lr, momentum=MOMENTUM), snapshot_every=max(iters, 1))
         run.init_from(weights)
         final = run.train(iters, score_every=max(iters // 2, 1), display=max(iters // 10, 1))
-        results[stage] = run._read_metrics()[-1]
+        results[stage] = run.read_metrics()[-1]
         weights = [final]
         del run
 

@@ -6,6 +6,7 @@ import numpy as np
 
 import caffe
 
+from common.image import caffe_image
 from demo.synthetic import CLASSES, render
 from net_specs.datasets import VOC_MEAN
 
@@ -17,7 +18,6 @@ class SyntheticClassLayer(caffe.Layer):
         params = json.loads(self.param_str)
         self.batch, self.size = int(params["batch"]), int(params["size"])
         self.rng = np.random.RandomState(int(params.get("seed", 1337)))
-        self.mean = np.array(VOC_MEAN, dtype=np.float32)
         if len(top) != 2:
             raise ValueError("SyntheticClassLayer has two tops: data, label")
 
@@ -29,8 +29,7 @@ class SyntheticClassLayer(caffe.Layer):
         for i in range(self.batch):
             cls = int(self.rng.randint(1, len(CLASSES)))
             image, _ = render(self.rng, self.size, self.size, n_objects=1, classes=[cls], scale=2.0)
-            bgr = image[:, :, ::-1].astype(np.float32) - self.mean
-            top[0].data[i] = bgr.transpose(2, 0, 1)
+            top[0].data[i] = caffe_image(image, VOC_MEAN)
             top[1].data[i] = cls - 1
 
     def backward(self, top, propagate_down, bottom):

@@ -6,9 +6,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from net_specs.writer import atomic_write
+from common.atomic import atomic_write
 from solvers import infer
-from solvers.palette import colorize, voc_palette
+from common.palette import colorize, voc_palette
 
 N_SHOWN = 6
 

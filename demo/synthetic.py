@@ -11,8 +11,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from net_specs.writer import atomic_write
-from solvers.palette import png_bytes, voc_palette
+from common.atomic import atomic_write
+from common.palette import png_bytes, voc_palette
 
 CLASSES = ("background", "disc", "square", "ring", "cross")
 VOID = 255

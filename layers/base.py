@@ -29,6 +29,7 @@ class SegDataLayer(caffe.Layer):
         if len(top) != len(tops):
             raise ValueError(f"{name} needs {len(tops)} tops ({', '.join(tops)}), got {len(top)}")
         self.reader.check_files()
+        self.reader.check_label_set()
         self._start(0)
 
     def _start(self, skip):

@@ -24,6 +24,9 @@ class FolderReader(Reader):
     def files(self, key):
         return [self.image_path(key), os.path.join(self.root, "labels", key + ".png")]
 
+    def label_png(self, key):
+        return self.files(key)[1]
+
     def load_tops(self, key):
         image, label = self.files(key)
         return self.image_and_label(image, label, read_gray(label))

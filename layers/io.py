@@ -11,6 +11,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from common.image import caffe_image, to_rgb  # noqa: F401  (caffe_image: the layers' preprocessing)
+
 VOID = 255
 
 
@@ -23,12 +25,32 @@ class DataError(ValueError):
 
 
 def read_split(path):
-    """The ids listed in a split file, one per line, in file order."""
+    """The ids listed in a split file, one per line, in file order.
+
+    A split file is UTF-8 text (a leading byte-order mark, as some editors
+    write, is dropped); binary content and repeated ids are errors naming the
+    file, because either would silently change what a run trains or scores on.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split file not found: {path}")
-    with open(path) as f:
-        ids = [line.strip() for line in f]
-    ids = [i for i in ids if i]
+    with open(path, "rb") as f:
+        raw = f.read()
+    if b"\0" in raw:
+        raise DataError(path, "binary content (NUL bytes): expected a text file of ids, one per line")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {e.start}): expected a text file of ids, "
+                              "one per line") from None
+    ids, first_line = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key = line.strip()
+        if not key:
+            continue
+        if key in first_line:
+            raise DataError(path, f"id {key!r} is listed twice (lines {first_line[key]} and {number})")
+        first_line[key] = number
+        ids.append(key)
     if not ids:
         raise DataError(path, "the split file lists no ids")
     return ids
@@ -47,11 +69,9 @@ def _open_image(path):
 
 
 def read_rgb(path):
-    """H x W x 3 uint8 RGB (greyscale / CMYK / palette images converted)."""
-    im = _open_image(path)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im)
+    """H x W x 3 uint8 RGB (other modes converted as inference converts them:
+    common.image.to_rgb, 16-bit images scaled rather than clipped)."""
+    return to_rgb(_open_image(path), path)
 
 
 def read_gray(path):
@@ -117,12 +137,6 @@ def check_labels(label, n_classes, path):
         shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
         raise DataError(path, f"label values {shown} outside [0, {n_classes}) and void {VOID}")
     return label
-
-
-def caffe_image(rgb, mean_bgr):
-    """H x W x 3 RGB -> 3 x H x W float32 BGR minus the BGR mean (Caffe's layout)."""
-    bgr = np.asarray(rgb, dtype=np.float32)[:, :, ::-1]
-    return np.ascontiguousarray((bgr - np.asarray(mean_bgr, np.float32)).transpose(2, 0, 1))
 
 
 def caffe_label(label):

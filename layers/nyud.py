@@ -14,15 +14,14 @@ import os
 
 import numpy as np
 
+from net_specs.datasets import NYUD_COLOR_MEAN, NYUD_HHA_MEAN, NYUD_LOGD_MEAN
+
 from . import params as P
 from .base import SegDataLayer
 from .io import DataError, caffe_image, caffe_label, check_labels, integer_map, read_gray, read_mat, \
     read_rgb, zero_is_void
 from .reader import Reader
 
-COLOR_MEAN = (116.190, 97.203, 92.318)
-HHA_MEAN = (132.431, 94.076, 118.477)
-LOGD_MEAN = 7.844
 TOPS = ("color", "depth", "hha", "label")
 FILES = {"color": ("data", "images", ".png"), "depth": ("data", "depth", ".png"),
          "hha": ("data", "hha", ".png"), "label": ("segmentation", ".mat")}
@@ -32,9 +31,9 @@ class NYUDReader(Reader):
 
     PARAMS = {
         "tops": P.Param(P.subset_list(TOPS)),
-        "mean": P.Param(P.as_floats(3), COLOR_MEAN),
-        "mean_hha": P.Param(P.as_floats(3), HHA_MEAN),
-        "mean_logd": P.Param(P.as_float, LOGD_MEAN),
+        "mean": P.Param(P.as_floats(3), NYUD_COLOR_MEAN),
+        "mean_hha": P.Param(P.as_floats(3), NYUD_HHA_MEAN),
+        "mean_logd": P.Param(P.as_float, NYUD_LOGD_MEAN),
     }
 
     @property
@@ -62,8 +61,7 @@ class NYUDReader(Reader):
         return (np.log(depth) - np.float32(self.params["mean_logd"]))[np.newaxis]
 
     def load_hha(self, path):
-        hha = np.asarray(read_rgb(path), dtype=np.float32) - np.asarray(self.params["mean_hha"], np.float32)
-        return np.ascontiguousarray(hha.transpose(2, 0, 1))
+        return caffe_image(read_rgb(path), self.params["mean_hha"], swap_channels=False)
 
     def load_label(self, path):
         label = zero_is_void(integer_map(read_mat(path, "segmentation"), path), path)

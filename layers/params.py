@@ -100,14 +100,26 @@ def decode(param_str):
         return {}
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"param_str is nested too deeply to be a layer's parameters: "
+                         f"{_shorten(text)}") from None
     except ValueError:
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-            raise ValueError(f"param_str is neither JSON nor a Python literal: {text!r} ({e})") from None
+        except RecursionError:
+            raise ValueError(f"param_str is nested too deeply to be a layer's parameters: "
+                             f"{_shorten(text)}") from None
+        except (ValueError, SyntaxError, TypeError, MemoryError) as e:
+            raise ValueError(f"param_str is neither JSON nor a Python literal: "
+                             f"{_shorten(text)} ({e})") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"param_str must be a dict with string keys, got {text!r}")
+        raise ValueError(f"param_str must be a dict with string keys, got {_shorten(text)}")
     return value
+
+
+def _shorten(text, limit=200):
+    """repr of text, cut to `limit` characters (a pathological param_str can be huge)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def parse(param_str, spec, owner="data layer"):

@@ -7,8 +7,10 @@ adds the checks every format needs: all tops of one example the same size.
 """
 import os
 
+import numpy as np
+
 from . import params as P
-from .io import DataError, caffe_image, caffe_label, check_labels, read_rgb, read_split
+from .io import VOID, DataError, caffe_image, caffe_label, check_labels, read_gray, read_rgb, read_split
 
 COMMON = {
     "root": P.Param(P.as_str),
@@ -17,7 +19,8 @@ COMMON = {
     "randomize": P.Param(P.as_bool, True),
     "seed": P.Param(P.as_seed, 1337),
     "prefetch": P.Param(P.as_bool, True),
-    "n_classes": P.Param(P.optional(P.positive(P.as_int)), None),
+    "n_classes": P.Param(P.positive(P.as_int)),
+    "background_only": P.Param(P.as_bool, False),
 }
 MAX_LISTED = 5
 
@@ -58,6 +61,11 @@ class Reader:
         """[(path, array)] per top, each array C x H x W float32."""
         raise NotImplementedError
 
+    def label_png(self, key):
+        """The class-index PNG of example `key`, for formats whose labels are
+        PNGs a user may have written (VOC, folder); None for the rest."""
+        return None
+
     def image_and_label(self, image_path, label_path, label):
         """The (data, label) tops of the usual RGB image + class map pair."""
         label = check_labels(label, self.params["n_classes"], label_path)
@@ -71,6 +79,27 @@ class Reader:
             shown = ", ".join(missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
             raise FileNotFoundError(f"{len(missing)} file(s) named by split file {self.split_file} "
                                     f"not found: {shown}")
+
+    def check_label_set(self):
+        """Read every label PNG of the split once, at setup: values beyond
+        n_classes fail here, naming the file, rather than mid-run (where Caffe
+        computes a garbage loss or crashes), and a split whose labels are all
+        0 or 255 fails too: 0/255 binary masks make every foreground pixel
+        void, and training and scoring then report a perfect mean IU.
+        param_str "background_only": true accepts such a split."""
+        if not self.ids or self.label_png(self.ids[0]) is None:
+            return
+        seen = set()
+        for key in self.ids:
+            path = self.label_png(key)
+            values = np.unique(check_labels(read_gray(path), self.params["n_classes"], path))
+            seen.update(int(v) for v in values)
+        if seen <= {0, VOID} and not self.params["background_only"]:
+            raise DataError(self.split_file, f"the labels of all {len(self.ids)} images hold only "
+                            f"class 0 and void {VOID}: nothing to segment. Binary masks stored as "
+                            f"0/{VOID} make the foreground void; store it as class 1 (void is "
+                            f"{VOID}). If the split really has no foreground, set "
+                            f"\"background_only\": true in the data layer's param_str")
 
     def load(self, key):
         """Tuple of arrays in top order, all with one H x W."""

@@ -5,7 +5,7 @@ spatial_envelope_256x256_static_8outdoorcategories of each of Images/,
 SemanticLabels/ and GeoLabels/, <id>.jpg and <id>.mat (variable `S`).
 Stored labels are 0 = unlabelled, k = class k-1; GeoLabels also use -1 for
 unlabelled (made 0 first, as the reference does). Tops: data, sem (33
-classes), geo (3 classes), void 255; `n_classes`, when given, bounds sem.
+classes), geo (3 classes), void 255; `n_classes` (33) bounds sem.
 """
 import os
 
@@ -14,7 +14,7 @@ from .io import caffe_image, caffe_label, check_labels, integer_map, read_mat, r
 from .reader import Reader
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
-N_SEM, N_GEO = 33, 3
+N_GEO = 3
 
 
 class SIFTFlowReader(Reader):
@@ -28,7 +28,7 @@ class SIFTFlowReader(Reader):
     def load_tops(self, key):
         image, sem, geo = self.files(key)
         return [(image, caffe_image(read_rgb(image), self.params["mean"])),
-                (sem, self.label(sem, self.params["n_classes"] or N_SEM)),
+                (sem, self.label(sem, self.params["n_classes"])),
                 (geo, self.label(geo, N_GEO, also_unlabelled=-1))]
 
     @staticmethod

@@ -27,6 +27,9 @@ class VOCReader(Reader):
         return [os.path.join(self.root, "JPEGImages", key + ".jpg"),
                 os.path.join(self.root, "SegmentationClass", key + ".png")]
 
+    def label_png(self, key):
+        return self.files(key)[1]
+
     def load_tops(self, key):
         image, label = self.files(key)
         return self.image_and_label(image, label, read_gray(label))

@@ -1,27 +1,31 @@
-"""Command line: list the models, emit their prototxts.
+"""Command line: list the models, emit their prototxts (examples in USAGE)."""
+import argparse
+import os
+import sys
 
+from common.atomic import write_files
+from common.cli import add_model_args, run_cli
+
+from .build import build, PHASES
+from .classifiers import CLASSIFIERS, classifier
+from .datasets import DATASETS
+from .models import MODELS, TEMPLATES
+from .resolve import resolve_args
+
+DESCRIPTION = "List the models; emit their train/val/deploy prototxts."
+USAGE = """examples:
     python -m net_specs list
     python -m net_specs emit voc-fcn8s [--out DIR]
     python -m net_specs emit --all [--out models]
     python -m net_specs emit fcn8s --dataset folder --classes 5 --mean 104,117,123 --root PATH --out DIR
 """
-import argparse
-import os
-import sys
-
-from .classifiers import CLASSIFIERS, classifier
-from .datasets import DATASETS
-from .models import MODELS, TEMPLATES
-from .resolve import resolve
-from .build import build, PHASES
-from .writer import write_files
 
 
 def model_files(name, args):
     """{filename: prototxt text} for one model and the CLI's overrides."""
     if name in CLASSIFIERS:
         return {"deploy.prototxt": str(classifier(name, width=args.width))}
-    model, dataset = resolve(name, args.dataset, args.classes, args.mean, root=args.root)
+    model, dataset = resolve_args(args, name)
     return {f"{phase}.prototxt": str(build(model, phase, dataset=dataset, root=args.root,
                                             width=args.width))
             for phase in PHASES}
@@ -52,31 +56,17 @@ def cmd_emit(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m net_specs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m net_specs", description=DESCRIPTION,
+                                     epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="every model with a one-line description")
     emit = sub.add_parser("emit", help="write train/val/deploy prototxts")
     emit.add_argument("model", nargs="?", help="model or template name (see `list`)")
     emit.add_argument("--all", action="store_true", help="every model, into OUT/<model>/")
     emit.add_argument("--out", help="output directory (default models/<model>)")
-    emit.add_argument("--dataset", help=f"dataset ({', '.join(sorted(DATASETS))})")
-    emit.add_argument("--classes", type=int, help="number of classes (custom datasets)")
-    emit.add_argument("--mean", help="BGR mean, e.g. 104.0,116.7,122.7")
-    emit.add_argument("--root", help="dataset directory written into the data layer")
-    emit.add_argument("--width", type=float, default=1.0, help="trunk width multiplier (default 1)")
+    add_model_args(emit, dataset=True, class_names=False)
     args = parser.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            cmd_list(args)
-        else:
-            if args.width <= 0:
-                raise ValueError(f"--width must be positive, got {args.width}")
-            cmd_emit(args)
-    except ValueError as exc:
-        print(f"net_specs: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("net_specs", cmd_list if args.cmd == "list" else cmd_emit, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from caffe import layers as L, params as P
 from . import trunks
 from .datasets import Dataset
 from .heads import fcn_head, score_layer, skip_head
-from .models import INPUT_CHANNELS, UPSCORE32_KERNEL, Model, get_model, input_tops
+from .models import INPUT_CHANNELS, UPSCORE32_KERNEL, Model, get_model, input_variant
 
 PHASES = ("train", "val", "deploy")
 SEED = 1337
@@ -26,19 +26,18 @@ def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefet
     params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
                   seed=seed, randomize=phase == "train", prefetch=prefetch)
     params.update(source.params)
-    if len(dataset.heads) == 1:
-        params["n_classes"] = dataset.n_classes
-    if dataset.name == "nyud":
-        layer_tops, _ = input_tops(model)
-        params["tops"] = list(layer_tops) + ["label"]
-        params.update(dict((k, list(v)) for k, v in dataset.extra_means))
+    params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
+    inputs = input_variant(model, dataset)
+    if inputs.layer_tops:
+        params["tops"] = list(inputs.layer_tops) + [h.label for h in dataset.heads]
+    params.update((k, list(v)) for k, v in dataset.extra_means)
     return json.dumps(params, sort_keys=True)
 
 
 def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
                root=None, prefetch=True, seed=SEED):
     """Python data layer (train/val) or Input layers (deploy); returns image tops."""
-    _, names = input_tops(model)
+    names = input_variant(model, dataset).names
     if phase == "deploy":
         for name in names:
             n[name] = L.Input(shape=dict(dim=[1, INPUT_CHANNELS[name], size[0], size[1]]))
@@ -78,22 +77,18 @@ def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
     images = add_inputs(n, model, dataset, phase, size, root, prefetch, seed)
     kernel32 = UPSCORE32_KERNEL[model.trunk]
 
-    if model.inputs == "color-hha":
+    inputs = input_variant(model, dataset)
+    if model.streams:
         build_late_fusion(n, model, dataset, images, width)
     else:
         bottom = images[0]
-        first_conv = "conv1_1"
-        if model.inputs == "color-d":
+        if inputs.concat:
             n.data = L.Concat(*images)
-            bottom, first_conv = n.data, "conv1_1_bgrd"
-        if model.trunk == "vgg16":
-            feats = trunks.vgg16(n, bottom, width=width, first_conv=first_conv)
-        elif model.trunk == "alexnet":
-            feats = trunks.alexnet(n, bottom, width=width)
-        elif model.trunk == "googlenet":
-            feats = trunks.googlenet(n, bottom, width=width)
-        else:
-            raise ValueError(f"unknown trunk {model.trunk!r}")
+            bottom = n.data
+        if model.trunk not in trunks.TRUNKS:
+            raise ValueError(f"unknown trunk {model.trunk!r}; known: {', '.join(trunks.TRUNKS)}")
+        extra = {"first_conv": inputs.first_conv} if inputs.first_conv != "conv1_1" else {}
+        feats = trunks.TRUNKS[model.trunk](n, bottom, width=width, **extra)
         if model.stride != 32 and "pool4" not in feats:
             raise ValueError(f"{model.name}: the {model.trunk} trunk has no skip layers; "
                              "only stride 32 is defined")
@@ -109,11 +104,11 @@ def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
 
 def build_late_fusion(n, model: Model, dataset: Dataset, images, width):
     """Two VGG16 streams (layer names suffixed by modality), scores averaged."""
-    if model.stride != 32 or len(dataset.heads) != 1:
-        raise ValueError("late fusion is defined for FCN-32s with one head")
+    if model.stride != 32 or len(dataset.heads) != 1 or len(model.streams) != len(images):
+        raise ValueError("late fusion is defined for FCN-32s with one head and one stream per input")
     n_out = dataset.n_classes
     scores = []
-    for image, modality in zip(images, ("color", "hha")):
+    for image, modality in zip(images, model.streams):
         feats = trunks.vgg16(n, image, suffix=modality, width=width)
         n["score_fr" + modality] = score_layer(feats["out"], n_out)
         scores.append(n["score_fr" + modality])

@@ -4,12 +4,14 @@ and which Python data layer reads each dataset's on-disk format.
 Everything downstream (prototxts, solvers, scoring, inference legends) reads
 these records, so a new dataset is a new entry here, not new code.
 """
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, replace
 from typing import Optional
 
 VOC_MEAN = (104.00699, 116.66877, 122.67892)
 NYUD_COLOR_MEAN = (116.190, 97.203, 92.318)
 NYUD_HHA_MEAN = (132.431, 94.076, 118.477)
+NYUD_LOGD_MEAN = 7.844                  # mean log-depth, the NYUD layer's default
 SIFTFLOW_MEAN = (114.578, 115.294, 108.353)
 
 VOC_CLASSES = (
@@ -63,6 +65,33 @@ class Head:
     n_classes: int
     class_names: tuple = ()
     suffix: str = ""                # appended to head layer names (SIFT Flow: _sem/_geo)
+    present_only: bool = False      # mean IU over classes present in the ground truth only
+
+    def display_names(self):
+        """A name for every class: the record's, then "class i" for the rest."""
+        names = list(self.class_names)
+        return names + [f"class {i}" for i in range(len(names), self.n_classes)]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One way of feeding a dataset's images to a net (NYUD: colour, HHA,
+    colour + depth, colour and HHA). Models pick one by name (Model.inputs)."""
+    names: tuple = ("data",)        # the prototxt blobs of the image inputs
+    layer_tops: tuple = ()          # data-layer tops to ask for by param_str (): the layer's default
+    mean_param: str = "mean"        # the param_str mean a single-image input subtracts
+    swap_channels: bool = True      # RGB -> BGR (False: HHA, used in its stored order)
+    concat: bool = False            # early fusion: the inputs concatenated into one `data`
+    first_conv: str = "conv1_1"     # the first convolution's name (early fusion renames it)
+
+
+SINGLE_IMAGE = (("color", Inputs()),)
+NYUD_INPUTS = (
+    ("color", Inputs(("data",), ("color",))),
+    ("hha", Inputs(("data",), ("hha",), mean_param="mean_hha", swap_channels=False)),
+    ("color-d", Inputs(("color", "depth"), ("color", "depth"), concat=True, first_conv="conv1_1_bgrd")),
+    ("color-hha", Inputs(("color", "hha"), ("color", "hha"))),
+)
 
 
 @dataclass(frozen=True)
@@ -74,11 +103,27 @@ class Dataset:
     train: Source
     val: Source
     fetch_target: str = ""          # the make target that downloads the data
-    extra_means: tuple = field(default=())
+    extra_means: tuple = ()         # further (param_str key, mean) pairs of the data layer
+    inputs: tuple = SINGLE_IMAGE    # (name, Inputs) pairs: the input variants it offers
+    voc_colours: bool = False       # label maps drawn in the VOC palette
+    custom: bool = False            # the user's own data: needs --classes (and --mean)
 
     @property
     def n_classes(self):
         return self.heads[0].n_classes
+
+    def input_variant(self, name):
+        """The Inputs record called `name`, or a ValueError listing the offered ones."""
+        variants = dict(self.inputs)
+        if name not in variants:
+            raise ValueError(f"dataset {self.name!r} has no input variant {name!r}; "
+                             f"it offers {', '.join(variants)}")
+        return variants[name]
+
+    def image_mean(self, variant="color"):
+        """The BGR mean a single-image input of `variant` subtracts."""
+        key = self.input_variant(variant).mean_param
+        return self.mean if key == "mean" else tuple(dict(self.extra_means)[key])
 
     def with_classes(self, n_classes, class_names=()):
         head = replace(self.heads[0], n_classes=n_classes, class_names=tuple(class_names))
@@ -93,14 +138,14 @@ DATASETS = {d.name: d for d in (
     Dataset("voc", "PASCAL VOC 2011 segmentation (train: SBD train 8498, val: seg11valid 736)",
             VOC_MEAN, (Head("label", 21, VOC_CLASSES),),
             train=Source("layers.sbdd.SBDDSegDataLayer", "datasets/sbdd/dataset", "train"),
-            val=_voc_val(), fetch_target="data-voc"),
+            val=_voc_val(), fetch_target="data-voc", voc_colours=True),
     Dataset("pascalcontext", "PASCAL-Context, 59 classes + background",
             VOC_MEAN, (Head("label", 60, CONTEXT59_CLASSES),),
             train=Source("layers.pascalcontext.PASCALContextSegDataLayer", "datasets/pascal-context",
                          "train", (("voc_root", "datasets/pascal/VOC2010"), ("classes", 59))),
             val=Source("layers.pascalcontext.PASCALContextSegDataLayer", "datasets/pascal-context",
                        "val", (("voc_root", "datasets/pascal/VOC2010"), ("classes", 59))),
-            fetch_target="data-pascalcontext"),
+            fetch_target="data-pascalcontext", voc_colours=True),
     Dataset("pascalcontext459", "PASCAL-Context, all 459 classes + background",
             VOC_MEAN, (Head("label", 460),),
             train=Source("layers.pascalcontext.PASCALContextSegDataLayer", "datasets/pascal-context",
@@ -110,7 +155,9 @@ DATASETS = {d.name: d for d in (
             fetch_target="data-pascalcontext"),
     Dataset("siftflow", "SIFT Flow: 33 semantic + 3 geometric classes (two heads)",
             SIFTFLOW_MEAN,
-            (Head("sem", 33, SIFTFLOW_SEM_CLASSES, "_sem"), Head("geo", 3, SIFTFLOW_GEO_CLASSES, "_geo")),
+            # the semantic head is scored over classes present in the test set (see solvers.score)
+            (Head("sem", 33, SIFTFLOW_SEM_CLASSES, "_sem", present_only=True),
+             Head("geo", 3, SIFTFLOW_GEO_CLASSES, "_geo")),
             train=Source("layers.siftflow.SIFTFlowSegDataLayer", "datasets/sift-flow", "trainval"),
             val=Source("layers.siftflow.SIFTFlowSegDataLayer", "datasets/sift-flow", "test"),
             fetch_target="data-siftflow"),
@@ -118,11 +165,12 @@ DATASETS = {d.name: d for d in (
             NYUD_COLOR_MEAN, (Head("label", 40, NYUD40_CLASSES),),
             train=Source("layers.nyud.NYUDSegDataLayer", "datasets/nyud", "trainval"),
             val=Source("layers.nyud.NYUDSegDataLayer", "datasets/nyud", "test"),
-            fetch_target="data-nyud", extra_means=(("mean_hha", NYUD_HHA_MEAN),)),
+            fetch_target="data-nyud", inputs=NYUD_INPUTS,
+            extra_means=(("mean_hha", NYUD_HHA_MEAN),)),
     Dataset("folder", "custom dataset: images/<id>.{jpg,png}, labels/<id>.png, <split>.txt",
             VOC_MEAN, (Head("label", 21),),
             train=Source("layers.folder.FolderSegDataLayer", "datasets/custom", "train"),
-            val=Source("layers.folder.FolderSegDataLayer", "datasets/custom", "val")),
+            val=Source("layers.folder.FolderSegDataLayer", "datasets/custom", "val"), custom=True),
 )}
 
 
@@ -139,9 +187,9 @@ def custom_dataset(n_classes: int, mean, root: Optional[str] = None,
     if not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"--classes must be a positive integer, got {n_classes!r}")
     mean = tuple(float(m) for m in mean)
-    if len(mean) != 3:
-        raise ValueError(f"--mean must be three numbers B,G,R, got {mean!r}")
-    base = DATASETS["folder"]
+    if len(mean) != 3 or not all(math.isfinite(m) for m in mean):
+        raise ValueError(f"--mean must be three finite numbers B,G,R, got {mean!r}")
+    base = next(d for d in DATASETS.values() if d.custom)
     root = root or base.train.root
     return replace(base.with_classes(n_classes, class_names), mean=mean,
                    train=replace(base.train, root=root, split=train_split),

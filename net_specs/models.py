@@ -4,20 +4,11 @@ A model is a trunk, an output stride, a dataset and an input variant; its
 prototxts come from `build`, its solver settings and initialisation from
 the same record, so the table is the single source of truth.
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
-from caffe import layers as L, params as P
+from .datasets import Dataset, Inputs, get_dataset
 
-from .datasets import Dataset, get_dataset
-
-# NYUD input variants: (data-layer tops, prototxt names of those tops)
-NYUD_INPUTS = {
-    "color": (("color",), ("data",)),
-    "hha": (("hha",), ("data",)),
-    "color-d": (("color", "depth"), ("color", "depth")),
-    "color-hha": (("color", "hha"), ("color", "hha")),
-}
 INPUT_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1}
 UPSCORE32_KERNEL = {"vgg16": 64, "alexnet": 63, "googlenet": 63}
 
@@ -41,11 +32,11 @@ class Model:
     dataset: str
     init: tuple                     # models (or ILSVRC classifiers) whose weights start training
     solver: Solver
-    inputs: str = "color"           # NYUD input variant
+    inputs: str = "color"           # the dataset's input variant (Dataset.inputs)
     atonce: bool = False
     normalize: bool = False         # SoftmaxWithLoss normalisation
     published: bool = True          # a reference model of the papers
-    extra: dict = field(default_factory=dict)
+    streams: tuple = ()             # late fusion: one layer-name suffix per input and per init
 
     def get_dataset(self) -> Dataset:
         return get_dataset(self.dataset)
@@ -78,7 +69,7 @@ MODEL_LIST = [
                    ("color-d", "early fusion: color + log-depth, 4-channel input"))],
     Model("nyud-fcn32s-color-hha", "FCN-32s VGG16, NYUDv2 40 classes, late fusion of color and HHA streams",
           "vgg16", 32, "nyud", ("nyud-fcn32s-color", "nyud-fcn32s-hha"),
-          Solver(1e-12, max_iter=300000), inputs="color-hha"),
+          Solver(1e-12, max_iter=300000), inputs="color-hha", streams=("color", "hha")),
     *_vgg_chain("siftflow", "SIFT Flow, semantic + geometric heads", (1e-10, 1e-12, 1e-12), 300000),
     *_vgg_chain("pascalcontext", "PASCAL-Context 59 classes + background", (1e-10, 1e-12, 1e-14), 300000),
     *_vgg_chain("pascalcontext459", "PASCAL-Context all 459 classes + background",
@@ -109,11 +100,15 @@ def get_model(name: str) -> Model:
     raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
 
 
-def input_tops(model: Model):
+def input_variant(model: Model, dataset: Optional[Dataset] = None) -> Inputs:
+    """The Inputs record `model` reads from `dataset` (default: its own)."""
+    return (dataset or model.get_dataset()).input_variant(model.inputs)
+
+
+def input_tops(model: Model, dataset: Optional[Dataset] = None):
     """(data-layer tops, prototxt names) of the model's image inputs."""
-    if model.dataset == "nyud":
-        return NYUD_INPUTS[model.inputs]
-    return ("data",), ("data",)
+    inputs = input_variant(model, dataset)
+    return inputs.layer_tops or inputs.names, inputs.names
 
 
 def for_dataset(model: Model, dataset: str) -> Model:

@@ -5,26 +5,19 @@ plus optional dataset overrides; this is how they are combined.
 """
 from dataclasses import replace
 
+from common.cli import parse_mean
+
 from .datasets import custom_dataset, get_dataset
 from .models import TEMPLATES, for_dataset, get_model
-
-
-def parse_mean(text):
-    """'B,G,R' -> three floats; anything else is a ValueError naming --mean."""
-    try:
-        mean = tuple(float(x) for x in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}") from None
-    if len(mean) != 3:
-        raise ValueError(f"--mean must be three comma-separated numbers B,G,R, got {text!r}")
-    return mean
 
 
 def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=None):
     """(Model, Dataset) for `name` and the overrides; ValueError when they don't fit.
 
-    A template (fcn8s, ...) or the `folder` dataset is custom data and needs
-    `classes`; a published model keeps its dataset unless overridden.
+    A template (fcn8s, ...) runs on any dataset; custom data (the `folder`
+    dataset) needs `classes`. A published model keeps its own dataset: its
+    name, class count, input variant and initialisation chain belong to it
+    (the template of the same architecture retargets it).
     """
     model = get_model(name)
     names = tuple(n.strip() for n in class_names.split(",")) if isinstance(class_names, str) \
@@ -33,19 +26,30 @@ def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=
         raise ValueError(f"--classes must be a positive integer, got {classes!r}")
     if names and classes is not None and len(names) != classes:
         raise ValueError(f"--class-names lists {len(names)} names for {classes} classes")
-    dataset_name = dataset or ("folder" if name in TEMPLATES else model.dataset)
-    if dataset_name == "folder":
+    template = name in TEMPLATES
+    if dataset and not template and dataset != model.dataset:
+        raise ValueError(f"{name} is the published {model.dataset} model; for --dataset {dataset} "
+                         f"use a template (fcn32s, fcn16s, fcn8s, ...; see `python -m net_specs list`)")
+    base = get_dataset(dataset or ("folder" if template else model.dataset))
+    if base.custom:
         if classes is None:
-            raise ValueError(f"{name} on a custom (folder) dataset needs --classes K (and --mean B,G,R)")
-        base = get_dataset("folder")
+            raise ValueError(f"{name} on a custom ({base.name}) dataset needs --classes K "
+                             "(and --mean B,G,R)")
         data = custom_dataset(classes, parse_mean(mean) if mean else base.mean, root,
                               class_names=names)
     else:
-        data = get_dataset(dataset_name)
+        data = base
         if classes is not None:
             data = data.with_classes(classes, names)
         if mean:
             data = replace(data, mean=parse_mean(mean))
-    if name in TEMPLATES:
-        model = for_dataset(model, data.name)
+    model = for_dataset(model, data.name) if template else model
+    data.input_variant(model.inputs)          # the dataset must offer the model's inputs
     return model, data
+
+
+def resolve_args(args, name=None):
+    """(Model, Dataset) for args.model (or `name`) and the flags of
+    common.cli.add_model_args."""
+    return resolve(name or args.model, getattr(args, "dataset", None), args.classes, args.mean,
+                   class_names=getattr(args, "class_names", None), root=getattr(args, "root", None))

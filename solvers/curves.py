@@ -4,7 +4,7 @@ import math
 
 from PIL import Image, ImageDraw
 
-from net_specs.writer import atomic_write
+from common.atomic import atomic_write
 
 SIZE = (720, 360)
 MARGIN = 48

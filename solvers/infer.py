@@ -2,21 +2,9 @@
 
     python -m solvers.infer MODEL WEIGHTS IMAGE_OR_DIR... [--out DIR]
         [--cpu | --gpu N] [--save-scores] [--keep-going] [--batch N] [--width W]
+        [--max-pixels N] [--downscale]
 
-For each image (a directory stands for its .jpg/.jpeg/.png files, sorted):
-
-    OUT/<stem>.png          label map, a palette PNG whose pixel values are the
-                            class indices (VOC colours for VOC-like data)
-    OUT/<stem>_viz.png      image | overlay | legend of the classes present
-    OUT/<stem>_scores.npy   with --save-scores: the C x H x W float32 scores
-
-Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
-(`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
-atomically. Grey, palette and RGBA images are converted to RGB (with a
-warning); images of equal size share one forward pass (batches of up to
---batch). Exit status: 0 all images segmented; 1 stopped on an error (a bad
-image without --keep-going, missing weights, ...); 2 bad usage; 3 finished
-with --keep-going but some images failed (listed at the end).
+Outputs and exit statuses: EPILOG below.
 
 As a library:
 
@@ -34,15 +22,43 @@ import time
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .palette import label_image, palette_for, png_bytes
-from .score import ScoreError, load_weights, parse_width, resolve_model
-from .visualize import side_by_side
+from common.atomic import atomic_write
+from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
+from common.errors import UserError
+from common.image import caffe_image, to_rgb
+from common.palette import label_image, palette_for, png_bytes
+from net_specs import build, get_model
+from net_specs.resolve import resolve_args
+from surgery.io import read_weights
 
+from . import tiles
+from .visualize import side_by_side
+from .weights import load_weights
+
+DESCRIPTION = "Segment images with a trained FCN and save label maps and visualisations."
+EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, sorted):
+
+    OUT/<stem>.png          label map, a palette PNG whose pixel values are the
+                            class indices (VOC colours for VOC-like data)
+    OUT/<stem>_viz.png      image | overlay | legend of the classes present
+    OUT/<stem>_scores.npy   with --save-scores: the C x H x W float32 scores
+
+Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
+(`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
+atomically. Grey, 16-bit (scaled by the 16-bit range), palette and RGBA
+images are converted to RGB (with a
+warning); images of equal size share one forward pass (batches of up to
+--batch). Images over --max-pixels, or too large for Caffe in one pass, are
+segmented in overlapping tiles (solvers/tiles.py), or with --downscale in one
+smaller pass. Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
+(without --keep-going) image, one line on stderr; 3 finished with
+--keep-going but some images failed (listed at the end)."""
+EXIT_SOME_FAILED = 3
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 BUILD_SIZE = (64, 64)
 
 
-class InferError(Exception):
+class InferError(UserError):
     """Inference cannot go on (bad model, weights or image); reported as a message."""
 
 
@@ -55,24 +71,6 @@ class BadImage(InferError):
 
 
 # ---------------------------------------------------------------- images
-
-def to_rgb(image, name="image", warn=None):
-    """A PIL image as H x W x 3 uint8 RGB; other modes converted, with a warning."""
-    if image.mode != "RGB":
-        if warn is not None:
-            kind = {"L": "grey", "LA": "grey+alpha", "RGBA": "RGBA", "P": "palette",
-                    "1": "binary", "I": "32-bit grey", "I;16": "16-bit grey",
-                    "CMYK": "CMYK"}.get(image.mode, image.mode)
-            warn(f"{name}: {kind} image (mode {image.mode}) converted to RGB")
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            # 16/32-bit grey: scale to 8 bits rather than letting PIL clip
-            array = np.asarray(image, np.float64)
-            top = array.max() if array.size else 0
-            array = array * (255.0 / top) if top > 255 else array
-            image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
-        image = image.convert("RGB")
-    return np.asarray(image, np.uint8)
-
 
 def image_size(path):
     """(height, width) from the image header, or BadImage."""
@@ -104,15 +102,6 @@ def load_image(path, warn=None):
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadImage(path, str(exc) or type(exc).__name__) from None
-
-
-def preprocess(rgb, mean):
-    """H x W x 3 RGB uint8 -> 3 x H x W float32 BGR minus the BGR mean."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
-    bgr = rgb[:, :, ::-1].astype(np.float32) - np.asarray(mean, np.float32)
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
 
 
 def _as_rgb(image):
@@ -158,7 +147,7 @@ def segment(net, image, mean, score="score", input_name="data"):
     `image`: H x W x 3 RGB uint8 array, PIL image or path; `mean`: BGR mean.
     """
     rgb = _as_rgb(image)
-    scores = forward(net, preprocess(rgb, mean)[None], (score,), input_name)[score][0]
+    scores = forward(net, caffe_image(rgb, mean)[None], (score,), input_name)[score][0]
     return scores.argmax(axis=0), scores
 
 
@@ -169,59 +158,48 @@ class Predictor:
     e.g. [("score", "", VOC names, VOC palette)]; SIFT Flow has _sem and _geo.
     """
 
-    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4):
+    def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4,
+                 swap_channels=True, max_pixels=None, downscale=False, net_param=None):
         self.net = net
+        # net_param (the deploy NetParameter) given: images over max_pixels, or too large for
+        # Caffe in one pass, go through tiles (solvers.tiles) or, with downscale, a smaller pass
+        self.max_pixels, self.downscale, self.net_param = max_pixels, downscale, net_param
         self.dataset = dataset
         self.mean = tuple(mean if mean is not None else dataset.mean)
+        self.swap_channels = swap_channels
         self.input_name = input_name
         self.batch_size = max(1, int(batch_size))
-        self.heads = []
-        for head in dataset.heads:
-            names = list(head.class_names) + [f"class {i}" for i in range(len(head.class_names),
-                                                                          head.n_classes)]
-            self.heads.append(("score" + head.suffix, head.suffix, names,
-                               palette_for(head.n_classes, dataset.name)))
+        self.heads = [("score" + head.suffix, head.suffix, head.display_names(),
+                       palette_for(head.n_classes, dataset.voc_colours))
+                      for head in dataset.heads]
 
     @classmethod
-    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None):
+    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
+                   max_pixels=None, downscale=False):
         """Build `model`'s deploy net (net_specs) and load `weights` safely."""
         import caffe
-        from net_specs import build, get_model
-        from net_specs.models import input_tops
-        from net_specs.writer import atomic_write
-        if isinstance(model, str):
-            try:
-                model = get_model(model)
-            except ValueError as exc:
-                raise InferError(str(exc)) from None
+        model = get_model(model) if isinstance(model, str) else model
         dataset = dataset or model.get_dataset()
-        _, names = input_tops(model)
-        if tuple(names) != ("data",):
-            raise InferError(f"{model.name} takes inputs {', '.join(names)}; inference from "
+        inputs = dataset.input_variant(model.inputs)
+        if tuple(inputs.names) != ("data",):
+            raise InferError(f"{model.name} takes inputs {', '.join(inputs.names)}; inference from "
                              "image files supports single-image (`data`) models only")
-        mean = dataset.mean
-        if dataset.name == "nyud" and model.inputs == "hha":
-            mean = dict(dataset.extra_means)["mean_hha"]
-        try:
-            from .score import read_weights
-            read_weights(weights)                 # before building anything
-        except ScoreError as exc:
-            raise InferError(str(exc)) from None
+        mean = dataset.image_mean(model.inputs)
+        read_weights(weights)                     # before building anything
         # a small initial input: every forward reshapes to its images anyway
         proto = build(model, "deploy", dataset=dataset, width=width, size=BUILD_SIZE)
         with tempfile.TemporaryDirectory(prefix="fcn-infer-") as tmp:
             path = os.path.join(tmp, "deploy.prototxt")
             atomic_write(path, str(proto))
             net = caffe.Net(path, caffe.TEST)
-        try:
-            load_weights(net, weights)
-        except ScoreError as exc:
-            raise InferError(str(exc)) from None
+        load_weights(net, weights)
         for name, layer in zip(net._layer_names, net.layers):
             if layer.type == "Deconvolution" and layer.blobs and not layer.blobs[0].data.any():
                 (warn or _warn)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
-        return cls(net, dataset, mean=mean, batch_size=batch_size)
+        return cls(net, dataset, mean=mean, batch_size=batch_size,
+                   swap_channels=inputs.swap_channels, max_pixels=max_pixels,
+                   downscale=downscale, net_param=proto)
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -235,7 +213,9 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
-        batch = np.stack([preprocess(rgb, self.mean) for rgb in rgbs])
+        if self.net_param is not None and not tiles.one_pass_fits(self, *rgbs[0].shape[:2]):
+            return [tiles.predict_large(self, rgb) for rgb in rgbs]
+        batch = np.stack([self.preprocess(rgb) for rgb in rgbs])
         blobs = [blob for blob, _, _, _ in self.heads]
         scores = forward(self.net, batch, blobs, self.input_name)
         results = []
@@ -244,6 +224,10 @@ class Predictor:
                             for blob, suffix, _, _ in self.heads})
         return results
 
+    def preprocess(self, rgb):
+        """One image as the net's input blob, exactly as its data layer trains on it."""
+        return caffe_image(rgb, self.mean, self.swap_channels)
+
     def segment(self, image):
         """(labels, scores) of the first head for one image."""
         return self.predict([image])[0][self.heads[0][1]]
@@ -251,7 +235,6 @@ class Predictor:
     def save(self, out, stem, rgb, result, save_scores=False):
         """Write one image's outputs into directory `out`, each atomically;
         returns the paths written."""
-        from net_specs.writer import atomic_write
         paths = []
         for name, data in self.outputs(stem, rgb, result, save_scores).items():
             paths.append(os.path.join(out, name))
@@ -365,7 +348,15 @@ def run(predictor, paths, out, save_scores=False, keep_going=False, log=None):
                     log(f"skipped {exc}")
             if not chunk:
                 continue
-            results = predictor.predict(rgbs)
+            try:
+                results = predictor.predict(rgbs)
+            except (InferError, ValueError, MemoryError) as exc:
+                if not keep_going:
+                    raise InferError(f"{', '.join(chunk)}: {exc}") from None
+                failures.extend((path, f"{type(exc).__name__}: {exc}") for path in chunk)
+                total -= len(chunk)
+                log(f"skipped {', '.join(chunk)}: {exc}")
+                continue
             for path, rgb, result in zip(chunk, rgbs, results):
                 predictor.save(out, stems[path], rgb, result, save_scores)
             done += len(chunk)
@@ -376,47 +367,59 @@ def run(predictor, paths, out, save_scores=False, keep_going=False, log=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m solvers.infer", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2].split("\n\nAs a library")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m solvers.infer", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name (`python -m net_specs list`) or template")
-    parser.add_argument("weights", help="trained .caffemodel")
+    parser.add_argument("weights", help="trained .caffemodel, or `published`: the authors' "
+                        "released weights (fetched into weights/published/ on first use)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or directories")
     parser.add_argument("--out", default="predictions", help="output directory (default predictions)")
-    dev = parser.add_mutually_exclusive_group()
-    dev.add_argument("--cpu", action="store_true", help="run on the CPU (default)")
-    dev.add_argument("--gpu", type=int, metavar="N", help="run on GPU N")
+    add_device_args(parser)
     parser.add_argument("--save-scores", action="store_true", help="also save <stem>_scores.npy")
     parser.add_argument("--keep-going", action="store_true",
                         help="skip bad images (exit status 3 if any failed)")
-    parser.add_argument("--batch", type=int, default=4, metavar="N",
+    parser.add_argument("--batch", type=int_at_least("--batch", 1), default=4, metavar="N",
                         help="at most N equal-size images per forward (default 4)")
-    parser.add_argument("--width", type=parse_width, default=1.0,
-                        help="trunk width of narrowed test/demo nets, e.g. 1/16 (default 1)")
-    parser.add_argument("--classes", type=int, help="class count (custom datasets / templates)")
-    parser.add_argument("--mean", help="BGR mean B,G,R (custom datasets)")
-    parser.add_argument("--class-names", help="comma-separated class names (custom datasets)")
-    args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error(f"--batch must be at least 1, got {args.batch}")
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    try:
-        model, dataset = resolve_model(args.model, args.classes, args.mean, args.class_names)
-        from .score import set_device
-        set_device(args.gpu)
-        predictor = Predictor.from_model(model, args.weights, dataset=dataset,
-                                         width=args.width, batch_size=args.batch)
-        done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
-    except (InferError, ScoreError) as exc:
-        print(f"solvers.infer: error: {exc}", file=sys.stderr)
-        return 1
+    add_model_args(parser, root=False)
+    parser.add_argument("--max-pixels", type=int_at_least("--max-pixels", 1),
+                        default=tiles.DEFAULT_MAX_PIXELS, metavar="N",
+                        help="larger images are segmented in overlapping tiles of at most N "
+                             f"pixels (default {tiles.DEFAULT_MAX_PIXELS}: 500x500, ~4.5 GB at width 1)")
+    parser.add_argument("--downscale", action="store_true",
+                        help="segment images over --max-pixels downscaled to fit instead of in tiles")
+    return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
+
+
+def check_out_is_not_an_input(inputs, out):
+    """--out must not be an input directory, nor hold an input PNG: the
+    outputs (<stem>.png, <stem>_viz.png, ...) would overwrite the inputs."""
+    target = os.path.realpath(out)
+    for path in inputs:
+        if os.path.isdir(path) and os.path.realpath(path) == target:
+            raise InferError(f"--out {out} is the input directory {path}: the label maps would "
+                             "overwrite or mix with its images; choose another --out")
+        if (os.path.isfile(path) and path.lower().endswith(".png")
+                and os.path.realpath(os.path.dirname(os.path.abspath(path))) == target):
+            raise InferError(f"--out {out} holds the input image {path}, which the outputs "
+                             "(<stem>.png, <stem>_viz.png) could overwrite; choose another --out")
+
+
+def infer_cli(args):
+    check_out_is_not_an_input(args.inputs, args.out)
+    model, dataset = resolve_args(args)
+    set_device(args.gpu)
+    from surgery.download import weights_argument
+    args.weights = weights_argument(args.weights, args.model)
+    predictor = Predictor.from_model(model, args.weights, dataset=dataset,
+                                     width=args.width, batch_size=args.batch,
+                                     max_pixels=args.max_pixels, downscale=args.downscale)
+    done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
     print(f"segmented {done} image(s) into {args.out}/")
     if failures:
         print(f"solvers.infer: {len(failures)} image(s) failed:", file=sys.stderr)
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
-        return 3
+        return EXIT_SOME_FAILED
     return 0
 
 

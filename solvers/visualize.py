@@ -16,7 +16,7 @@ font, no font files needed.
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .palette import colorize
+from common.palette import colorize
 
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)

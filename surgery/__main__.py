@@ -1,8 +1,10 @@
-"""Command line: `python -m surgery convert ...` and `python -m surgery download ...`.
+"""Command line: `python -m surgery convert | download | published | export-onnx ...`.
 
 convert: ImageNet classifier (deploy prototxt + caffemodel) -> FCN initial
 weights: transplant by name (fc layers convolutionalised), bilinear upscore*
 deconvolutions, written atomically, with the transplant table printed.
+download: ImageNet classifiers and the released FCNs (`published` lists them).
+export-onnx: a model's deploy net and weights as an ONNX file (surgery.onnx_export).
 """
 import argparse
 import os
@@ -12,10 +14,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from .download import MODELS, download as fetch_model  # noqa: E402
+from common.cli import parse_width, run_cli  # noqa: E402
+
+from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from .published import table  # noqa: E402
 from .recipe import initialise  # noqa: E402
+from .transplant import COERCED, COPIED  # noqa: E402
 
 
 def parse_shape(text):
@@ -27,18 +33,53 @@ def parse_shape(text):
         raise argparse.ArgumentTypeError(f"expected TOP=NxCxHxW, got {text!r}") from None
 
 
+def check_out_is_new(args):
+    """--out must not be one of the inputs: the write would replace it."""
+    for flag in ("src_proto", "src_weights", "dst_proto", "dst_weights"):
+        path = getattr(args, flag)
+        if path and os.path.exists(path) and os.path.exists(args.out) and \
+                os.path.samefile(path, args.out):
+            raise SurgeryError(f"--out {args.out} is the --{flag.replace('_', '-')} input; "
+                               "refusing to overwrite it (choose another output file)")
+
+
+def check_transplanted(report, args):
+    """Refuse to write a net that received nothing (e.g. a --suffix typo)."""
+    if any(r.status in (COPIED, COERCED) for r in report):
+        return
+    if args.suffix:
+        raise SurgeryError(f"--suffix {args.suffix!r}: no layer <name>{args.suffix} of "
+                           f"{args.dst_proto} matches a layer of {args.src_weights}; "
+                           "nothing was transplanted (misspelt suffix?)")
+    raise SurgeryError(f"no layer of {args.dst_proto} matches a layer of {args.src_weights} "
+                       "by name; nothing was transplanted")
+
+
 def convert(args):
-    src = load_net(args.src_proto, args.src_weights, caffe.TEST)
+    check_out_is_new(args)
+    src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
         copy_weights(dst, args.dst_weights)
-    initialise(src, dst, args.suffix)
+    check_transplanted(initialise(src, dst, args.suffix), args)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")
 
 
 def download(args):
     print(fetch_model(args.model, args.dir))
+
+
+def export_onnx(args):
+    from .download import weights_argument
+    from .onnx_export import export
+    out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
+                          args.width)
+    print(f"wrote {out} ({n_nodes} ONNX nodes)")
+
+
+def published(args):
+    print("\n".join(table()))
 
 
 def build_parser():
@@ -51,7 +92,7 @@ def build_parser():
     c.add_argument("--src-weights", required=True, help="source caffemodel")
     c.add_argument("--dst-proto", required=True, help="FCN prototxt (train/val/deploy)")
     c.add_argument("--out", required=True, help="caffemodel to write")
-    c.add_argument("--suffix", default="", help="target name suffix, e.g. _hha (late fusion)")
+    c.add_argument("--suffix", default="", help="target layer-name suffix, e.g. hha (late fusion: conv1_1hha)")
     c.add_argument("--dst-weights", help="start from these weights (e.g. the other stream)")
     c.add_argument("--input-size", type=int, default=64,
                    help="side of the Input that replaces Python data layers (default 64)")
@@ -59,21 +100,30 @@ def build_parser():
                    metavar="TOP=NxCxHxW", help="shape of one replaced data top (repeatable)")
     c.set_defaults(run=convert)
 
-    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel")
-    d.add_argument("model", choices=sorted(MODELS))
-    d.add_argument("--dir", default="weights", help="directory to write into (default weights/)")
+    d = sub.add_parser("download", help="fetch a public ImageNet caffemodel or a released FCN "
+                       "(`published` lists them)")
+    d.add_argument("model", choices=download_names())
+    d.add_argument("--dir", help="directory to write into (default weights/, released FCNs "
+                   "weights/published/)")
     d.set_defaults(run=download)
+
+    p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
+                       "checksum status and the paper's score")
+    p.set_defaults(run=published)
+
+    e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")
+    e.add_argument("model", help="model name (`python -m net_specs list`)")
+    e.add_argument("weights", help="its .caffemodel, or `published`: the released weights")
+    e.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    e.add_argument("--width", type=parse_width, default=1.0,
+                   help="trunk width of narrowed test nets (default 1)")
+    e.set_defaults(run=export_onnx)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except SurgeryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("surgery", lambda a: a.run(a), args)
 
 
 if __name__ == "__main__":

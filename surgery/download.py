@@ -1,4 +1,5 @@
-"""Fetch the public ImageNet caffemodels that FCN training starts from.
+"""Fetch the public ImageNet caffemodels that FCN training starts from, and
+the released FCN caffemodels (table and checksum status: surgery.published).
 
 Checksums:
 - AlexNet: sha1 9116a64c0fbe4459d18f4bb6b56d647b63920377, the `sha1` field of
@@ -13,10 +14,11 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from data.fetch import FetchError, digest_of, fetch as fetch_verified
+from common.download import FetchError, fetch as fetch_verified
 
 from .errors import SurgeryError
 from .io import read_weights
+from .published import DIRECTORY, RELEASED_LIST, get_released
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,12 @@ class Weights:
     sha1: Optional[str]     # None: no published checksum (validated by parsing)
 
 
-MODELS = {
+IMAGENET_WEIGHTS = {
     "vgg16": Weights("http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
                      "VGG_ILSVRC_16_layers.caffemodel", "VGG_ILSVRC_16_layers.caffemodel", None),
     "alexnet": Weights("http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel",
                        "bvlc_alexnet.caffemodel", "9116a64c0fbe4459d18f4bb6b56d647b63920377"),
 }
-
-
-def sha1_of(path):
-    return digest_of(path, "sha1")
 
 
 def fetch(url, dest, sha1=None, out=None, timeout=60):
@@ -49,9 +47,28 @@ def fetch(url, dest, sha1=None, out=None, timeout=60):
         raise SurgeryError(str(e)) from None
 
 
-def download(name, directory="weights", out=None):
-    """Fetch one of MODELS into directory; returns the file's path."""
-    if name not in MODELS:
-        raise SurgeryError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    model = MODELS[name]
-    return fetch(model.url, os.path.join(directory, model.filename), model.sha1, out)
+def download_names():
+    """Every name `download` accepts: ImageNet classifiers, then released FCNs."""
+    return sorted(IMAGENET_WEIGHTS) + [r.name for r in RELEASED_LIST]
+
+
+def download(name, directory=None, out=None):
+    """Fetch one of IMAGENET_WEIGHTS (into weights/) or a released FCN
+    (`voc-fcn8s-published`, into weights/published/); returns the file's path."""
+    if name in IMAGENET_WEIGHTS:
+        model = IMAGENET_WEIGHTS[name]
+        return fetch(model.url, os.path.join(directory or "weights", model.filename),
+                     model.sha1, out)
+    try:
+        released = get_released(name)
+    except ValueError:
+        raise SurgeryError(f"unknown model {name!r}; known: {', '.join(download_names())}") from None
+    return fetch(released.url, released.path(directory or DIRECTORY), released.sha1, out)
+
+
+def weights_argument(value, model_name):
+    """A --weights/WEIGHTS argument: `published` is the released file of
+    `model_name`, fetched and verified on first use; anything else a path."""
+    if value != "published":
+        return value
+    return download(get_released(model_name).name)

@@ -14,7 +14,7 @@ import numpy as np
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from net_specs.writer import atomic_path
+from common.atomic import atomic_path
 
 from .errors import SurgeryError
 
@@ -99,18 +99,51 @@ class WeightsFile:
 
 
 def check_structure(param, path):
-    """Unknown layer types and dangling bottoms: both are fatal inside Caffe."""
+    """Unknown layer types, dangling bottoms and the layer settings Caffe
+    CHECKs at setup (num_output, kernel, stride): all fatal inside Caffe."""
     known = set(caffe.layer_type_list())
     produced = set(param.input)
     for layer in param.layer:
         if layer.type not in known:
             raise SurgeryError(f"{path}: layer {layer.name!r} has type {layer.type!r}, "
                                f"which this Caffe build does not register")
+        problem = _setting_problem(layer)
+        if problem:
+            raise SurgeryError(f"{path}: layer {layer.name!r} ({layer.type}): {problem}")
         missing = [b for b in layer.bottom if b not in produced]
         if missing:
             raise SurgeryError(f"{path}: layer {layer.name!r} reads {missing}, "
                                f"which no earlier layer produces")
         produced.update(layer.top)
+
+
+def _setting_problem(layer):
+    """What Caffe's setup of this layer would CHECK-fail on, or None."""
+    if layer.type in ("Convolution", "Deconvolution"):
+        p = layer.convolution_param
+        kernel = list(p.kernel_size) or [v for v in (p.kernel_h, p.kernel_w) if p.HasField("kernel_h")]
+        strides = list(p.stride) + [v for f, v in (("stride_h", p.stride_h), ("stride_w", p.stride_w))
+                                    if p.HasField(f)]
+        if p.num_output < 1:
+            return f"num_output must be at least 1, got {p.num_output}"
+        if not kernel or min(kernel) < 1:
+            return f"kernel_size must be given and at least 1, got {kernel or 'none'}"
+        if strides and min(strides) < 1:
+            return f"stride must be at least 1, got {strides}"
+        if p.group < 1 or p.num_output % p.group:
+            return f"num_output {p.num_output} must be a multiple of group {p.group}"
+    elif layer.type == "InnerProduct" and layer.inner_product_param.num_output < 1:
+        return f"num_output must be at least 1, got {layer.inner_product_param.num_output}"
+    elif layer.type == "Pooling" and not layer.pooling_param.global_pooling:
+        p = layer.pooling_param
+        kernel = [p.kernel_size] if p.HasField("kernel_size") else \
+            [p.kernel_h, p.kernel_w] if p.HasField("kernel_h") else []
+        if not kernel or min(kernel) < 1:
+            return f"kernel_size must be given and at least 1, got {kernel or 'none'}"
+        if (p.stride_h if p.HasField("stride_h") else p.stride) < 1 or \
+                (p.HasField("stride_w") and p.stride_w < 1):
+            return "stride must be at least 1"
+    return None
 
 
 def _is_legacy(blob):
@@ -153,19 +186,38 @@ def check_weights_fit(net, param, path):
                                    f"expected {int(np.prod(shape))} for shape {shape}")
 
 
-def load_net(proto, weights=None, phase=caffe.TEST):
-    """caffe.Net(proto[, weights]) with every fatal case turned into SurgeryError."""
+def load_net(proto, weights=None, phase=caffe.TEST, complete=False):
+    """caffe.Net(proto[, weights]) with every fatal case turned into SurgeryError.
+
+    `complete`: every parameter layer of the net must be in `weights` (a
+    source classifier; a file cut between two layers parses, and would leave
+    the missing layers at zero)."""
     check_structure(read_prototxt(proto), proto)
     net = caffe.Net(proto, phase)
     if weights is not None:
-        copy_weights(net, weights)
+        copy_weights(net, weights, complete)
     return net
 
 
-def copy_weights(net, path):
-    """net.copy_from(path) after checking the file parses and fits the net."""
-    check_weights_fit(net, read_weights(path), path)
+def copy_weights(net, path, complete=False):
+    """net.copy_from(path) after checking the file parses and fits the net
+    (and, with `complete`, covers every parameter layer of the net)."""
+    param = read_weights(path)
+    check_weights_fit(net, param, path)
+    if complete:
+        check_weights_complete(net, param, path)
     net.copy_from(path)
+
+
+def check_weights_complete(net, param, path):
+    """Every layer of `net` that has parameters has them in the caffemodel."""
+    stored = {layer.name for layer in weight_layers(param) if layer.blobs}
+    missing = [name for name, layer in zip(net._layer_names, net.layers)
+               if len(layer.blobs) and name not in stored]
+    if missing:
+        raise SurgeryError(f"caffemodel {path} has no parameters for layer(s) "
+                           f"{', '.join(missing)} of the net: truncated (cut between layers) "
+                           f"or the weights of another model")
 
 
 def net_from_param(param, phase=caffe.TEST):
@@ -197,6 +249,7 @@ def replace_data_layers(param, shapes=None, size=INPUT_SIZE):
     out = caffe_pb2.NetParameter()
     out.CopyFrom(param)
     del out.layer[:]
+    replaced = {}
     for layer in param.layer:
         new = out.layer.add()
         if layer.type != "Python" or layer.bottom:
@@ -207,14 +260,40 @@ def replace_data_layers(param, shapes=None, size=INPUT_SIZE):
         new.include.extend(layer.include)
         new.exclude.extend(layer.exclude)
         for top in layer.top:
-            dims = shapes.get(top) or default_input_shape(top, size)
-            new.input_param.shape.add().dim.extend(dims)
+            replaced[top] = tuple(shapes.get(top) or default_input_shape(top, size))
+            new.input_param.shape.add().dim.extend(replaced[top])
+    check_input_shapes(replaced, shapes, size)
     return out
+
+
+def check_input_shapes(replaced, given, size):
+    """The data tops' shapes as the net will see them: positive, N x C x H x W,
+    one batch size and one H x W for all (as every FCN data layer serves
+    them), one channel for label/depth tops. Caffe aborts on each otherwise."""
+    if size < 1:
+        raise SurgeryError(f"--input-size must be at least 1, got {size}")
+    unknown = sorted(set(given) - set(replaced))
+    if unknown:
+        known = ", ".join(sorted(replaced)) or "none (the net has no Python data layer)"
+        raise SurgeryError(f"--input-shape names top(s) {', '.join(unknown)}, which no data "
+                           f"layer of the net produces; data tops: {known}")
+    for top, dims in replaced.items():
+        if len(dims) != 4 or min(dims) < 1:
+            raise SurgeryError(f"--input-shape {top}: expected 4 positive dimensions "
+                               f"NxCxHxW, got {'x'.join(map(str, dims))}")
+        if (top in ONE_CHANNEL_TOPS or "label" in top) and dims[1] != 1:
+            raise SurgeryError(f"--input-shape {top}: a {top} top has 1 channel, got {dims[1]}")
+    layouts = {(dims[0],) + dims[2:] for dims in replaced.values()}
+    if len(layouts) > 1:
+        shown = ", ".join(f"{t}={'x'.join(map(str, d))}" for t, d in replaced.items())
+        raise SurgeryError(f"--input-shape: the data tops must share N, H and W, got {shown}")
 
 
 def load_for_surgery(proto, phase=caffe.TRAIN, shapes=None, size=INPUT_SIZE):
     """A destination net built without its dataset (see replace_data_layers)."""
-    return net_from_param(replace_data_layers(read_prototxt(proto), shapes, size), phase)
+    param = read_prototxt(proto)
+    check_structure(param, proto)
+    return net_from_param(replace_data_layers(param, shapes, size), phase)
 
 
 def save_weights(net, path):

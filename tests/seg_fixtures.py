@@ -33,25 +33,9 @@ COLOUR_IDS = {
 
 
 def bilinear_fill(net):
-    """Bilinear upsampling weights (surgery's, or the closed form if absent)."""
-    try:
-        from surgery.bilinear import interp, upsampling_layers
-    except ImportError:                             # pragma: no cover - surgery not there yet
-        interp = upsampling_layers = None
-    if interp is not None:
-        interp(net, upsampling_layers(net))
-        return
-    for name, layer in zip(net._layer_names, net.layers):   # pragma: no cover
-        if layer.type != "Deconvolution":
-            continue
-        w = net.params[name][0].data
-        k = w.shape[-1]
-        factor = (k + 1) // 2
-        center = factor - 1 if k % 2 == 1 else factor - 0.5
-        og = np.ogrid[:k, :k]
-        filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-        w[...] = 0
-        w[range(w.shape[0]), range(w.shape[1])] = filt
+    """Bilinear upsampling weights, as surgery sets them."""
+    from surgery.bilinear import interp, upsampling_layers
+    interp(net, upsampling_layers(net))
 
 
 def colour_weights(net, mappings):

@@ -5,6 +5,7 @@ function of the image colour: with the VOC mean, red -> person (15),
 green -> sofa (18), blue -> aeroplane (1), mid-grey -> aeroplane (its blue
 channel is the one furthest above the mean).
 """
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from PIL import Image
 
 from net_specs.datasets import VOC_CLASSES, VOC_MEAN
 from solvers import infer
-from solvers.palette import (distinct_palette, label_image, palette_for, voc_palette)
+from common.image import caffe_image
+from common.palette import (distinct_palette, label_image, palette_for, voc_palette)
 from solvers.visualize import MARGIN, legend, present_classes, side_by_side
 from tests import seg_fixtures
 
@@ -119,7 +121,7 @@ def test_cli_bad_images_stop_or_keep_going(voc_weights, tmp_path):
     Image.fromarray(uniform(40, 40, (0, 255, 0))).save(src / "e_good.png")
 
     proc = run_cli("voc-fcn32s", voc_weights, src, "--out", tmp_path / "stop", "--width", WIDTH)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "b_empty.png" in proc.stderr and "empty file" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "stop" / "a_good.png").exists()           # stopped before any forward
@@ -143,7 +145,7 @@ def test_cli_truncated_image_without_keep_going(voc_weights, tmp_path):
     src.write_bytes(data[:len(data) // 2])
     assert infer.image_size(str(src)) == (64, 64)   # the header reads; the pixels do not
     proc = run_cli("voc-fcn32s", voc_weights, src, "--out", tmp_path / "o", "--width", WIDTH)
-    assert proc.returncode == 1 and "t.jpg" in proc.stderr and "truncated" in proc.stderr
+    assert proc.returncode == 2 and "t.jpg" in proc.stderr and "truncated" in proc.stderr
     assert not (tmp_path / "o" / "t.png").exists()
     with pytest.raises(infer.BadImage, match="truncated"):
         infer.load_image(str(src))
@@ -156,13 +158,13 @@ def test_cli_weights_and_model_errors(voc_weights, tmp_path):
     img = tmp_path / "x.png"
     Image.fromarray(uniform(8, 8, (0, 0, 0))).save(img)
     proc = run_cli("voc-fcn32s", tmp_path / "absent.caffemodel", img, "--out", tmp_path / "o")
-    assert proc.returncode == 1 and "absent.caffemodel" in proc.stderr
+    assert proc.returncode == 2 and "absent.caffemodel" in proc.stderr
     proc = run_cli("pascalcontext-fcn32s", voc_weights, img, "--out", tmp_path / "o",
                    "--width", WIDTH)                              # 60 classes, not 21
-    assert proc.returncode == 1 and "score_fr" in proc.stderr and "shape" in proc.stderr
+    assert proc.returncode == 2 and "score_fr" in proc.stderr and "shape" in proc.stderr
     assert "voc-fcn32s-narrow.caffemodel" in proc.stderr
     proc = run_cli("nyud-fcn32s-color-hha", voc_weights, img, "--out", tmp_path / "o")
-    assert proc.returncode == 1 and "inputs" in proc.stderr
+    assert proc.returncode == 2 and "inputs" in proc.stderr
 
 
 def test_cli_siftflow_two_heads(tmp_path):
@@ -213,10 +215,10 @@ def test_predictor_batches_equal_sizes(predictor):
         predictor.predict([uniform(8, 8, (0, 0, 0)), uniform(9, 8, (0, 0, 0))])
 
 
-def test_preprocess_is_bgr_minus_mean_chw():
+def test_caffe_image_is_bgr_minus_mean_chw():
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30
-    x = infer.preprocess(rgb, (1, 2, 3))
+    x = caffe_image(rgb, (1, 2, 3))
     assert x.shape == (3, 2, 3) and x.dtype == np.float32
     np.testing.assert_array_equal(x[:, 0, 0], [30 - 1, 20 - 2, 10 - 3])
 
@@ -243,19 +245,19 @@ def test_voc_palette_entries():
 
 
 def test_palette_choice():
-    np.testing.assert_array_equal(palette_for(21, "voc"), voc_palette())
-    np.testing.assert_array_equal(palette_for(60, "pascalcontext"), voc_palette())
-    np.testing.assert_array_equal(palette_for(40, "nyud")[:40], distinct_palette(40))
+    np.testing.assert_array_equal(palette_for(21, True), voc_palette())
+    np.testing.assert_array_equal(palette_for(60, True), voc_palette())
+    np.testing.assert_array_equal(palette_for(40, False)[:40], distinct_palette(40))
     for n in (2, 3, 33, 40, 256):
         assert len({tuple(c) for c in distinct_palette(n)}) == n
-    assert palette_for(460, "pascalcontext459").shape == (460, 3)
+    assert palette_for(460, False).shape == (460, 3)
 
 
 def test_label_image_modes():
     labels = np.array([[0, 1], [2, 20]])
     img = label_image(labels, voc_palette())
     assert img.mode == "P" and np.asarray(img).tolist() == labels.tolist()
-    big = label_image(np.array([[0, 459]]), palette_for(460, "pascalcontext459"))
+    big = label_image(np.array([[0, 459]]), palette_for(460, False))
     assert big.mode == "I;16" and np.asarray(big).tolist() == [[0, 459]]
 
 
@@ -281,3 +283,24 @@ def test_legend_lists_present_classes_only():
     assert viz.size == (120 + two.width, max(50, two.height))
     # the text is drawn: dark pixels right of the swatches
     assert (np.asarray(two)[:, 3 * MARGIN + 12:] < 128).any()
+
+
+@pytest.mark.parametrize("variant,top", [("color", "color"), ("hha", "hha")])
+def test_inference_preprocesses_as_the_training_layer(variant, top, tmp_path):
+    """NYUD colour (RGB -> BGR) and HHA (stored channel order, its own mean):
+    Predictor's input blob equals what the NYUD data layer trains on."""
+    from data.layouts import write_nyud
+    from layers.nyud import NYUDReader
+    from net_specs import MODELS
+    model = MODELS[f"nyud-fcn32s-{variant}"]
+    dataset = model.get_dataset()
+    root = str(tmp_path / "nyud")
+    write_nyud(root, [("1", (12, 10))], split="trainval")
+    weights = tmp_path / "w.caffemodel"
+    seg_fixtures.make_weights(model, weights, {}, dataset=dataset)
+    predictor = infer.Predictor.from_model(model, str(weights), width=1 / 16, warn=lambda m: None)
+    reader = NYUDReader.from_param_str(json.dumps({"root": root, "split": "trainval", "tops": [top, "label"],
+                                                   "n_classes": 40}))
+    path = reader.path(top, "1")
+    trained = getattr(reader, "load_" + top)(path)
+    np.testing.assert_array_equal(predictor.preprocess(infer.load_image(path)), trained)

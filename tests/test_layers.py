@@ -27,7 +27,7 @@ from layers import params as P
 from layers.folder import FolderReader
 from layers.io import DataError
 from layers.prefetch import Prefetcher
-from tests import fixtures as F
+from data import layouts as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = (104.00699, 116.66877, 122.67892)
@@ -65,6 +65,7 @@ def png(path):
 
 
 def base_params(root, split="train", **kw):
+    kw.setdefault("n_classes", 21)
     return dict(root=str(root), split=split, mean=list(MEAN), randomize=False, seed=1337, **kw)
 
 
@@ -131,7 +132,7 @@ def test_nyud_tops_in_any_order(tmp_path):
 def test_siftflow_two_labels(tmp_path):
     root = F.write_siftflow(str(tmp_path / "sift-flow"), SIZES[:2])
     mean = (114.578, 115.294, 108.353)
-    params = dict(root=root, split="trainval", mean=list(mean), randomize=False)
+    params = dict(root=root, split="trainval", mean=list(mean), randomize=False, n_classes=33)
     net = make_net(tmp_path, "siftflow", "SIFTFlowSegDataLayer", params, ["data", "sem", "geo"])
     for key, blobs in serve(net, 2, ["data", "sem", "geo"]):
         f = lambda kind, ext: os.path.join(root, kind, F.SIFTFLOW_SUBDIR, key + ext)   # noqa: E731
@@ -313,12 +314,105 @@ def test_empty_and_missing_split(tmp_path):
     assert os.path.join(root, "nope.txt") in str(e.value)
 
 
+def test_split_file_binary_bom_and_duplicates(tmp_path):
+    """Binary content and repeated ids name the file; a UTF-8 BOM is not part of the first id."""
+    root = F.write_folder(str(tmp_path / "f"), SIZES[:2])
+    split = os.path.join(root, "train.txt")
+
+    open(split, "wb").write(b"\xef\xbb\xbfa\nb\n")                  # BOM, as Notepad writes
+    reader = FolderReader.from_param_str(json.dumps(base_params(root)))
+    assert reader.ids == ["a", "b"]
+    reader.check_files()
+
+    for content in (b"a\n\x00\x01\x02\xff", b"\x89PNG\r\n\x1a\n\xff\xfe\xfd"):
+        open(split, "wb").write(content)
+        with pytest.raises(DataError, match="not UTF-8 text|binary content") as e:
+            make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
+        assert split in str(e.value)
+
+    open(split, "w").write("a\nb\n\n a \n")
+    with pytest.raises(DataError, match=r"id 'a' is listed twice \(lines 1 and 4\)") as e:
+        make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
+    assert split in str(e.value)
+
+
+def test_deeply_nested_param_str_is_a_clear_error(tmp_path):
+    for text in ("[" * 100000 + "]" * 100000, '{"root": ' + "[" * 100000 + "]" * 100000 + "}",
+                 "{'root': " + "(" * 100000 + ")" * 100000 + "}"):
+        with pytest.raises(ValueError, match="nested too deeply|neither JSON") as e:
+            P.decode(text)
+        assert len(str(e.value)) < 400                   # the message quotes only the start
+    with pytest.raises(ValueError, match="nested too deeply"):
+        P.decode("[" * 100000 + "]" * 100000)
+
+
+def write_binary_masks(root, scale):
+    """A folder split of two images whose masks are foreground `scale`, background 0."""
+    F.write_folder(root, SIZES[:2], n_classes=2)
+    for key in ("a", "b"):
+        path = os.path.join(root, "labels", key + ".png")
+        mask = np.asarray(Image.open(path)) % 255                      # classes 0/1, void gone
+        Image.fromarray((mask * scale).astype(np.uint8), mode="L").save(path)
+    return root
+
+
+def test_binary_masks_stored_as_0_255_fail_at_setup(tmp_path):
+    root = write_binary_masks(str(tmp_path / "f"), 255)
+    with pytest.raises(DataError, match="hold only class 0 and void 255.*store it as class 1") as e:
+        make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root, n_classes=2), ["data", "label"])
+    assert os.path.join(root, "train.txt") in str(e.value)
+    net = make_net(tmp_path, "folder", "FolderSegDataLayer",
+                   base_params(root, n_classes=2, background_only=True), ["data", "label"])
+    net.forward()
+    fixed = write_binary_masks(str(tmp_path / "g"), 1)
+    make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(fixed, n_classes=2), ["data", "label"])
+
+
+@pytest.mark.parametrize("fmt", ["folder", "voc"])
+def test_classes_beyond_n_classes_fail_at_setup_naming_the_file(tmp_path, fmt):
+    """Label 200 in a 5-class net crashes Caffe, 30 in 21 classes gives a garbage
+    loss: both are refused when the net is built, not when the image comes up."""
+    n_classes, bad = (5, 200) if fmt == "folder" else (21, 30)
+    if fmt == "folder":
+        root = F.write_folder(str(tmp_path / "f"), SIZES, n_classes=n_classes)
+        path = os.path.join(root, "labels", "c.png")
+        layer = "FolderSegDataLayer"
+    else:
+        root = F.write_voc(str(tmp_path / "VOC"), SIZES, n_classes=n_classes)
+        path = os.path.join(root, "SegmentationClass", "c.png")
+        layer = "VOCSegDataLayer"
+    im = Image.open(path)
+    label = np.array(im)
+    label[5, 5] = bad
+    out = Image.fromarray(label, mode=im.mode)
+    if im.mode == "P":
+        out.putpalette(im.getpalette())
+    out.save(path)
+    with pytest.raises(DataError, match=rf"label values {bad} outside \[0, {n_classes}\)") as e:
+        make_net(tmp_path, fmt, layer, base_params(root, n_classes=n_classes), ["data", "label"])
+    assert path in str(e.value)
+
+
+def test_solve_cli_refuses_binary_masks_in_one_line(tmp_path):
+    root = write_binary_masks(str(tmp_path / "f"), 255)
+    open(os.path.join(root, "val.txt"), "w").write("a\nb\n")
+    weights = tmp_path / "any.caffemodel"
+    weights.write_bytes(b"x")
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
+    r = subprocess.run([sys.executable, "-m", "solvers.solve", "fcn32s", "--dataset", "folder",
+                        "--classes", "2", "--root", root, "--weights", str(weights), "--width", "0.0625",
+                        "--iters", "1", "--out", str(tmp_path / "run")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "hold only class 0 and void 255" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_format_specific_bad_files(tmp_path):
     nyud = F.write_nyud(str(tmp_path / "nyud"), SIZES[:1])
     depth = os.path.join(nyud, "data", "depth", "img_a.png")
     Image.fromarray(np.zeros((37, 53), np.uint16)).save(depth)
     from layers.nyud import NYUDReader
-    reader = NYUDReader.from_param_str(json.dumps(dict(root=nyud, split="trainval", tops=["depth"])))
+    reader = NYUDReader.from_param_str(json.dumps(dict(root=nyud, split="trainval", tops=["depth"], n_classes=40)))
     with pytest.raises(DataError, match="log undefined") as e:
         reader.load("a")
     assert depth in str(e.value)
@@ -327,7 +421,7 @@ def test_format_specific_bad_files(tmp_path):
     sem = os.path.join(sf, "SemanticLabels", F.SIFTFLOW_SUBDIR, "a.mat")
     scipy.io.savemat(sem, {"S": np.full((37, 53), 34.0)})
     with pytest.raises(DataError, match=r"outside \[0, 33\)") as e:
-        make_net(tmp_path, "siftflow", "SIFTFlowSegDataLayer", base_params(sf, "trainval"),
+        make_net(tmp_path, "siftflow", "SIFTFlowSegDataLayer", base_params(sf, "trainval", n_classes=33),
                  ["data", "sem", "geo"])
     assert sem in str(e.value)
 
@@ -343,9 +437,9 @@ def test_format_specific_bad_files(tmp_path):
 # ---- param_str -----------------------------------------------------------------
 def test_param_str_errors_list_valid_keys(tmp_path):
     root = F.write_folder(str(tmp_path / "f"), SIZES[:1])
-    with pytest.raises(ValueError, match="unknown param_str key.*'sbdd_dir'.*valid keys: mean, n_classes"):
+    with pytest.raises(ValueError, match="unknown param_str key.*'sbdd_dir'.*valid keys: background_only, mean, n_classes"):
         make_net(tmp_path, "folder", "FolderSegDataLayer", dict(base_params(root), sbdd_dir="x"), ["data", "label"])
-    with pytest.raises(ValueError, match=r"missing required param_str key\(s\) \['mean', 'root'\]"):
+    with pytest.raises(ValueError, match=r"missing required param_str key\(s\) \['mean', 'n_classes', 'root'\]"):
         FolderReader.from_param_str(json.dumps(dict(split="train")))
     with pytest.raises(ValueError, match="'mean'.*3 numbers"):
         FolderReader.from_param_str(json.dumps(dict(base_params(root), mean=[1, 2])))
@@ -365,7 +459,7 @@ def test_param_str_python_literal_accepted_never_evaluated(tmp_path):
     with pytest.raises(ValueError, match="neither JSON"):
         P.decode("__import__('os').system('touch /tmp/owned')")
     reader = FolderReader.from_param_str(
-        f"{{'root': {root!r}, 'split': 'train', 'mean': (104.0, 116.7, 122.7), 'randomize': False}}")
+        f"{{'root': {root!r}, 'split': 'train', 'mean': (104.0, 116.7, 122.7), 'randomize': False, 'n_classes': 5}}")
     assert reader.params["mean"] == (104.0, 116.7, 122.7) and reader.params["randomize"] is False
     assert reader.params["seed"] == 1337 and reader.params["prefetch"] is True
 

@@ -303,7 +303,7 @@ def test_cli_rejects_bad_arguments_and_writes_nothing(args, message, tmp_path):
 @pytest.fixture(scope="module")
 def fixture_roots(tmp_path_factory):
     """Tiny datasets in each format, with the split names the models use."""
-    from tests import fixtures as fx
+    from data import layouts as fx
     base = tmp_path_factory.mktemp("datasets")
     roots = {
         "sbdd": fx.write_sbdd(str(base / "sbdd"), [("s0", (37, 45))], split="train"),
@@ -352,3 +352,41 @@ def test_train_and_val_nets_run_on_their_data_layers(model, phase, fixture_roots
         score = net.blobs["score" + head.suffix].data
         label = net.blobs[head.label].data
         assert score.shape[1] == head.n_classes and score.shape[2:] == label.shape[2:]
+
+
+# ------------------------------------------- a new dataset is a new record
+
+def test_a_new_dataset_record_needs_no_new_code():
+    """An RGB-D dataset described only by a record (NYUD's input variants,
+    its own means and location) builds early- and late-fusion nets whose
+    data layer gets the tops and means from the record."""
+    import json
+    from dataclasses import replace
+    from net_specs.datasets import NYUD_INPUTS, Dataset, Head, Source
+    layer = "layers.nyud.NYUDSegDataLayer"
+    rgbd = Dataset("rgbd", "an RGB-D dataset", (1.0, 2.0, 3.0), (Head("label", 7),),
+                   train=Source(layer, "datasets/rgbd", "train"), val=Source(layer, "datasets/rgbd", "val"),
+                   inputs=NYUD_INPUTS, extra_means=(("mean_hha", (4.0, 5.0, 6.0)),))
+    early = replace(MODELS["nyud-fcn32s-color-d"], dataset="rgbd")
+    proto = build(early, "train", dataset=rgbd, width=NARROW)
+    layers = layers_by_name(proto)
+    params = json.loads(proto.layer[0].python_param.param_str)
+    assert params["tops"] == ["color", "depth", "label"] and params["n_classes"] == 7
+    assert params["mean"] == [1.0, 2.0, 3.0] and params["mean_hha"] == [4.0, 5.0, 6.0]
+    assert layers["data"].type == "Concat" and "conv1_1_bgrd" in layers
+    late = replace(MODELS["nyud-fcn32s-color-hha"], dataset="rgbd")
+    names = layers_by_name(build(late, "deploy", dataset=rgbd, width=NARROW))
+    assert {"conv1_1color", "conv1_1hha", "score_frcolor", "score_frhha", "score_fused"} <= set(names)
+    assert rgbd.image_mean("hha") == (4.0, 5.0, 6.0) and rgbd.image_mean("color") == (1.0, 2.0, 3.0)
+
+
+def test_palettes_and_present_only_come_from_the_records():
+    from common.palette import palette_for, voc_palette
+    from net_specs import get_dataset
+    for name in ("voc", "pascalcontext"):
+        d = get_dataset(name)
+        np.testing.assert_array_equal(palette_for(d.n_classes, d.voc_colours), voc_palette())
+    for name in ("nyud", "siftflow", "pascalcontext459"):
+        d = get_dataset(name)
+        assert not np.array_equal(palette_for(d.n_classes, d.voc_colours)[:d.n_classes],
+                                  voc_palette()[:d.n_classes])

@@ -14,11 +14,12 @@ import pytest
 import caffe
 from caffe.proto import caffe_pb2
 
-from net_specs import custom_dataset
+from net_specs import MODELS, custom_dataset, get_dataset
 from net_specs.datasets import VOC_MEAN, Source
 from net_specs.models import TEMPLATES, for_dataset
 from solvers import score
 from solvers.score import ScoreError, fast_hist, metrics, score_net
+from solvers.weights import WeightsError
 from tests import seg_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -328,7 +329,7 @@ def test_score_model_reports_loss(colour_setup):
 
 def test_cli_table_and_json(colour_setup, monkeypatch, capsys, tmp_path):
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_model", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
     out = tmp_path / "m" / "metrics.json"
     rc = score.main([model.name, weights, "--root", root, "--width", "0.0625",
                      "--out", str(out), "--every", "1"])
@@ -355,15 +356,15 @@ def run_cli(*args):
 def test_cli_missing_and_corrupt_weights(tmp_path):
     missing = tmp_path / "nowhere.caffemodel"
     proc = run_cli("voc-fcn32s", str(missing))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "nowhere.caffemodel" in proc.stderr and "not found" in proc.stderr
     corrupt = tmp_path / "corrupt.caffemodel"
     corrupt.write_bytes(b"\xff\xfe this is not a protobuf \x00\x01" * 10)
     proc = run_cli("voc-fcn32s", str(corrupt))
-    assert proc.returncode == 1 and "corrupt.caffemodel" in proc.stderr
+    assert proc.returncode == 2 and "corrupt.caffemodel" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run_cli("no-such-model", str(corrupt))
-    assert proc.returncode == 1 and "unknown model" in proc.stderr
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
 
 
 def test_weights_shape_mismatch_is_an_error_not_an_abort(colour_setup, tmp_path):
@@ -371,7 +372,7 @@ def test_weights_shape_mismatch_is_an_error_not_an_abort(colour_setup, tmp_path)
     wide = replace(dataset, heads=(replace(dataset.heads[0], n_classes=5),))
     other = tmp_path / "other.caffemodel"
     seg_fixtures.make_weights(model, other, {"score_fr": {0: 0}}, dataset=wide)
-    with pytest.raises(ScoreError, match="score_fr.*shape"):
+    with pytest.raises(WeightsError, match="score_fr.*shape"):
         score.score_model(model, dataset, str(other), width=1 / 16)
 
 
@@ -379,3 +380,69 @@ def test_missing_dataset_directory(colour_setup, tmp_path):
     model, dataset, weights, root = colour_setup
     with pytest.raises(ScoreError, match="dataset directory not found"):
         score.score_model(model, dataset, weights, root=str(tmp_path / "absent"), width=1 / 16)
+
+
+# ------------------------------------------- SIFT Flow: present-only wiring
+
+@pytest.fixture()
+def siftflow_setup(tmp_path):
+    """SIFT Flow fixture whose semantic truth holds classes 1 and 2 only,
+    and weights of siftflow-fcn32s (width 1/16) that predict class 0
+    everywhere: class 0 is in prediction but never in the ground truth."""
+    from data.layouts import write_siftflow
+    import scipy.io
+    root = str(tmp_path / "siftflow")
+    write_siftflow(root, [("a", (24, 24)), ("b", (24, 20))], split="test")
+    sem_dir = os.path.join(root, "SemanticLabels", "spatial_envelope_256x256_static_8outdoorcategories")
+    for k, name in enumerate(sorted(os.listdir(sem_dir))):
+        sem = np.random.RandomState(k).randint(2, 4, (24, 24 if k == 0 else 20)).astype(np.float64)
+        scipy.io.savemat(os.path.join(sem_dir, name), {"S": sem, "names": np.array(["x"])})
+    model = MODELS["siftflow-fcn32s"]
+    dataset = model.get_dataset()
+    weights = tmp_path / "siftflow.caffemodel"
+    seg_fixtures.make_weights(model, weights, {}, dataset=dataset)
+    return model, dataset, str(weights), root
+
+
+def test_siftflow_records_say_semantic_head_present_only():
+    heads = {h.suffix: h.present_only for h in get_dataset("siftflow").heads}
+    assert heads == {"_sem": True, "_geo": False}
+    assert not any(h.present_only for name in ("voc", "nyud", "pascalcontext")
+                   for h in get_dataset(name).heads)
+
+
+def test_score_model_siftflow_present_only_wiring(siftflow_setup):
+    model, dataset, weights, root = siftflow_setup
+    default = score.score_model(model, dataset, weights, root=root, width=1 / 16)
+    sem, geo = default["heads"]["score_sem"], default["heads"]["score_geo"]
+    assert sem["present_only"] and not geo["present_only"]
+    assert sem["n_classes_counted"] == 2                    # classes 1, 2: the ground truth's
+    assert sem["mean_iu"] == pytest.approx(0.0)
+    every = score.score_model(model, dataset, weights, root=root, width=1 / 16, present_only=False)
+    sem_all = every["heads"]["score_sem"]
+    assert not sem_all["present_only"] and sem_all["n_classes_counted"] == 3   # + predicted class 0
+    np.testing.assert_array_equal(sem_all["hist"], sem["hist"])
+    assert geo["mean_iu"] == pytest.approx(every["heads"]["score_geo"]["mean_iu"], nan_ok=True)
+
+
+def test_cli_all_classes_flag_reaches_the_scorer(siftflow_setup, tmp_path):
+    model, dataset, weights, root = siftflow_setup
+    docs = {}
+    for flag in ([], ["--all-classes"]):
+        out = tmp_path / f"m{len(flag)}.json"
+        rc = score.main(["siftflow-fcn32s", weights, "--root", root, "--width", "1/16",
+                         "--out", str(out), *flag])
+        assert rc == 0
+        docs[bool(flag)] = json.loads(out.read_text())["heads"]
+    assert docs[False]["sem"]["present_only"] and docs[False]["sem"]["n_classes_counted"] == 2
+    assert not docs[True]["sem"]["present_only"] and docs[True]["sem"]["n_classes_counted"] == 3
+    assert not docs[False]["geo"]["present_only"] and not docs[True]["geo"]["present_only"]
+
+
+def test_run_scores_siftflow_semantic_head_present_only(tmp_path):
+    from solvers.run import Run
+    run = Run("siftflow-fcn32s", out_dir=str(tmp_path / "run"))       # nothing built or written
+    assert run.heads() == [("score_sem", "sem", 33, True), ("score_geo", "geo", 3, False)]
+    assert not (tmp_path / "run").exists()
+    voc = Run("voc-fcn32s", out_dir=str(tmp_path / "voc"))
+    assert voc.heads() == [("score", "label", 21, False)]

@@ -1,5 +1,6 @@
 """The solve driver on real Caffe: resume equivalence, NaN stop, Ctrl-C
 snapshot, metrics and curves, solver hyperparameters, and the demo."""
+import argparse
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ from caffe.proto import caffe_pb2
 
 from net_specs import MODELS
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from solvers.solve import Run, main as solve_main
+from solvers.run import Run
+from solvers.solve import main as solve_main
 from surgery.io import save_weights
-from tests.fixtures import write_folder, write_voc
+from data.layouts import write_folder, write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 1 / 16
@@ -49,7 +51,7 @@ def toy_dataset(root):
 
 
 def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True):
-    run = Run(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
+    run = Run.open(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
               solver_overrides=dict(base_lr=lr), snapshot_every=snapshot_every, prefetch=prefetch)
     rng = np.random.RandomState(0)
     for blobs in run.solver.net.params.values():
@@ -161,7 +163,7 @@ def test_init_transplants_and_sets_bilinear(toy_root, tmp_path):
     """A previous stage's caffemodel initialises the next by layer name."""
     first = make_run(toy_root, tmp_path / "s32", model="fcn32s")
     weights = first.train(1, display=1, log=quiet)
-    second = Run("fcn16s", out_dir=str(tmp_path / "s16"), width=WIDTH, dataset=toy_dataset(toy_root))
+    second = Run.open("fcn16s", out_dir=str(tmp_path / "s16"), width=WIDTH, dataset=toy_dataset(toy_root))
     second.init_from([weights])
     src = caffe.Net(first.paths["deploy"], weights, caffe.TEST)
     for name in ("conv1_1", "fc6", "score_fr"):
@@ -197,3 +199,56 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (tmp_path / "demo" / stage / "curves.png").exists()
     assert (tmp_path / "demo" / "predictions.png").exists()
     assert "chance" in out.stdout and "fcn8s" in out.stdout
+
+
+# ------------------------------------------- multi-GPU: iterations after --resume
+
+def write_solverstate(path, iteration):
+    state = caffe_pb2.SolverState(iter=iteration, learned_net="w.caffemodel")
+    path.write_bytes(state.SerializeToString())
+    return str(path)
+
+
+def test_multigpu_resume_runs_what_is_left_of_max_iter(tmp_path):
+    """Every rank steps max_iter - (the state's iteration), as single-GPU
+    solve does; before, each rank stepped the whole max_iter again."""
+    from solvers.multigpu import MultiGpuConfig, iterations_for, parse_gpus
+    model = MODELS["voc-fcn32s"]                                  # max_iter 100000
+    state = write_solverstate(tmp_path / "train_iter_4000.solverstate", 4000)
+    resumed = MultiGpuConfig(gpus=(0, 1), out=str(tmp_path), resume=state)
+    assert iterations_for(resumed, model) == 100000 - 4000
+    assert iterations_for(MultiGpuConfig(gpus=(0, 1), out=str(tmp_path)), model) == 100000
+    assert iterations_for(MultiGpuConfig(gpus=(0,), out="o", resume=state, iters=7), model) == 7
+    done = write_solverstate(tmp_path / "late.solverstate", 200000)
+    assert iterations_for(MultiGpuConfig(gpus=(0,), out="o", resume=done), model) == 0
+    assert parse_gpus("0, 2") == [0, 2]
+    with pytest.raises(ValueError, match="--gpus"):
+        parse_gpus("0,x")
+
+
+def test_multigpu_config_takes_only_what_workers_need(tmp_path):
+    from solvers.multigpu import MultiGpuConfig
+    args = argparse.Namespace(gpus="0,1", out=None, width=0.5, root="r", weights=["a", "b"],
+                              resume=None, iters=3, score_every=2, snapshot_every=5, base_lr=1e-3)
+    config = MultiGpuConfig.from_args(args, "voc-fcn8s")
+    assert config == MultiGpuConfig(gpus=(0, 1), out=os.path.join("runs", "voc-fcn8s"), width=0.5,
+                                    root="r", weights=("a", "b"), iters=3, score_every=2,
+                                    snapshot_every=5, base_lr=1e-3)
+
+
+def test_resumed_single_gpu_run_steps_the_same_count(tmp_path):
+    """The arithmetic multigpu now shares with solve, on a real resumed solver."""
+    from solvers.run import remaining_iterations, solverstate_iter
+    root = str(tmp_path / "data")
+    write_voc(root, [("a", (20, 24)), ("b", (18, 16))], n_classes=N_CLASSES, split="train")
+    write_voc(root, [("a", (20, 24))], n_classes=N_CLASSES, split="val")
+    run = make_run(root, tmp_path / "run", snapshot_every=2, prefetch=False)
+    run.solver.step(2)
+    run.solver.snapshot()
+    state = str(tmp_path / "run" / "snapshots" / "train_iter_2.solverstate")
+    assert solverstate_iter(state) == 2
+    again = make_run(root, tmp_path / "run2", prefetch=False)
+    again.resume(state)
+    assert again.solver.iter == 2
+    assert remaining_iterations(None, 10, again.solver.iter) == 8
+    assert remaining_iterations(3, 10, again.solver.iter) == 3

@@ -17,7 +17,7 @@ from caffe import coord_map, layers as L, params as P
 from caffe.proto import caffe_pb2
 
 from surgery.bilinear import bilinear_kernel, interp, upsampling_layers
-from surgery.download import MODELS, fetch
+from surgery.download import IMAGENET_WEIGHTS, fetch
 from surgery.errors import SurgeryError
 from surgery.expand import expand_score, init_color_depth
 from surgery.io import (load_for_surgery, load_net, net_from_param, read_weights,
@@ -504,11 +504,88 @@ def test_cli_reports_bad_input_without_traceback(classifier, tmp_path):
     assert not (tmp_path / "o.caffemodel").exists()
 
 
+def assert_refused(r, *fragments):
+    """Exit 2, one message line of ours, no traceback, no Caffe CHECK."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "Check failed" not in r.stderr
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr
+
+
+def test_cli_refuses_bad_input_sizes_shapes_and_layer_settings(classifier, tmp_path):
+    dst_proto = write(tmp_path / "train.prototxt", fcn32_spec())
+    out = tmp_path / "o.caffemodel"
+    base = ("convert", "--src-proto", classifier[0], "--src-weights", classifier[1],
+            "--dst-proto", dst_proto, "--out", out)
+    for size in ("0", "-5"):
+        assert_refused(run_cli(*base, "--input-size", size), f"--input-size must be at least 1, got {size}")
+    for shape, fragment in (("data=1x3x0x64", "4 positive dimensions"),
+                            ("data=1x3x64", "4 positive dimensions"),
+                            ("label=1x3x64x64", "label top has 1 channel"),
+                            ("label=1x1x32x64", "must share N, H and W"),
+                            ("lable=1x1x64x64", "no data layer of the net produces; data tops: data, label"),
+                            ("data=abc", "expected TOP=NxCxHxW")):
+        assert_refused(run_cli(*base, "--input-shape", shape), fragment)
+    zero = tmp_path / "zero.prototxt"
+    zero.write_text(Path(dst_proto).read_text().replace("num_output: 3", "num_output: 0", 1))
+    assert "num_output: 0" in zero.read_text()
+    assert_refused(run_cli(*base[:5], "--dst-proto", zero, "--out", out),
+                   f"{zero}: layer 'score_fr' (Convolution): num_output must be at least 1, got 0")
+    assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite_an_input(classifier, tmp_path):
+    src_proto = tmp_path / "src.prototxt"
+    src_weights = tmp_path / "src.caffemodel"
+    src_proto.write_text(Path(classifier[0]).read_text())
+    src_weights.write_bytes(Path(classifier[1]).read_bytes())
+    dst_proto = Path(write(tmp_path / "train.prototxt", fcn32_spec()))
+    before = {p: p.read_bytes() for p in (src_proto, src_weights, dst_proto)}
+    for flag, path in (("--src-weights", src_weights), ("--dst-proto", dst_proto),
+                       ("--src-proto", src_proto)):
+        out = tmp_path / ".." / tmp_path.name / path.name          # the same file, spelt differently
+        r = run_cli("convert", "--src-proto", src_proto, "--src-weights", src_weights,
+                    "--dst-proto", dst_proto, "--out", out)
+        assert_refused(r, f"is the {flag} input; refusing to overwrite it")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_cli_detects_a_caffemodel_cut_between_layers(classifier, tmp_path):
+    """A file cut exactly after fc6 still parses; fc7/fc8 must not become zeros silently."""
+    data = Path(classifier[1]).read_bytes()
+    param = read_weights(classifier[1])
+    kept = caffe_pb2.NetParameter()
+    kept.CopyFrom(param)
+    del kept.layer[[layer.name for layer in param.layer].index("fc7"):]
+    prefix = kept.SerializeToString()
+    assert data.startswith(prefix) and len(prefix) < len(data)     # a byte-exact cut
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(prefix)
+    out = tmp_path / "o.caffemodel"
+    r = run_cli("convert", "--src-proto", classifier[0], "--src-weights", cut,
+                "--dst-proto", write(tmp_path / "train.prototxt", fcn32_spec()), "--out", out)
+    assert_refused(r, f"caffemodel {cut} has no parameters for layer(s) fc7, fc8", "truncated")
+    assert not out.exists()
+
+
+def test_cli_suffix_matching_nothing_is_an_error(classifier, tmp_path):
+    dst_proto = write(tmp_path / "train.prototxt", vgg_net(conv_head=True, suffix="_hha"))
+    out = tmp_path / "o.caffemodel"
+    args = ("convert", "--src-proto", classifier[0], "--src-weights", classifier[1],
+            "--dst-proto", dst_proto, "--out", out)
+    r = run_cli(*args, "--suffix", "_hah")
+    assert_refused(r, "--suffix '_hah': no layer <name>_hah", "nothing was transplanted")
+    assert not out.exists()
+    r = run_cli(*args, "--suffix", "_hha")
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+
+
 # ---------------------------------------------------------------- download
 
 def test_published_checksums():
-    assert MODELS["alexnet"].sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
-    assert MODELS["vgg16"].url.endswith("/VGG_ILSVRC_16_layers.caffemodel")
+    assert IMAGENET_WEIGHTS["alexnet"].sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+    assert IMAGENET_WEIGHTS["vgg16"].url.endswith("/VGG_ILSVRC_16_layers.caffemodel")
 
 
 def test_fetch_file_url_verifies_checksum(classifier, tmp_path, capsys):

@@ -18,7 +18,6 @@ import io
 import numpy as np
 from PIL import Image
 
-VOC_LIKE_DATASETS = ("voc", "pascalcontext")
 VOC_CLASS_COUNTS = (21, 60)             # VOC 20 + background, Context 59 + background
 MAX_PALETTE = 256
 
@@ -56,27 +55,27 @@ def distinct_palette(n):
     return np.array(colours, np.uint8).reshape(n, 3)
 
 
-def is_voc_like(n_classes, dataset=None):
-    """Whether labels of this dataset / class count read best in VOC colours:
-    the VOC and PASCAL-Context datasets, any other 21-class dataset, and
-    21 or 60 classes when the dataset is not named."""
-    if dataset in VOC_LIKE_DATASETS:
+def is_voc_like(n_classes, voc_colours=None):
+    """Whether labels read best in VOC colours: a dataset whose record says
+    so (VOC, PASCAL-Context), any other 21-class dataset, and 21 or 60
+    classes when the dataset is not known (`voc_colours` None)."""
+    if voc_colours:
         return True
-    return n_classes == 21 if dataset is not None else n_classes in VOC_CLASS_COUNTS
+    return n_classes == 21 if voc_colours is not None else n_classes in VOC_CLASS_COUNTS
 
 
-def palette_for(n_classes, dataset=None):
+def palette_for(n_classes, voc_colours=None):
     """(max(256, n_classes), 3) uint8 colours for class indices 0..n_classes-1.
 
-    VOC bitmask colours for VOC-like data (the VOC and PASCAL-Context
-    datasets, or 21 / 60 classes when the dataset is unknown, and any
-    21-class custom dataset); a generated distinct palette otherwise, padded
-    to 256 entries with the VOC void colour at 255.
+    VOC bitmask colours for VOC-like data (see is_voc_like; `voc_colours` is
+    the dataset record's flag, None when there is no record); a generated
+    distinct palette otherwise, padded to 256 entries with the VOC void
+    colour at 255.
     """
     n_classes = int(n_classes)
     if n_classes < 1:
         raise ValueError(f"n_classes must be positive, got {n_classes}")
-    if is_voc_like(n_classes, dataset):
+    if is_voc_like(n_classes, voc_colours):
         return voc_palette(max(MAX_PALETTE, n_classes))
     palette = voc_palette(max(MAX_PALETTE, n_classes))      # padding entries
     palette[:n_classes] = distinct_palette(n_classes)

@@ -1,4 +1,5 @@
-"""Tiny datasets written in each dataset's true on-disk format.
+"""Tiny datasets written in each dataset's true on-disk format (for the
+tests and the data-layer benchmark).
 
 Every writer takes the directory to write (`root`, created if needed, and
 what the data layer's `root` key then points at), `ids_sizes` (a mapping or
@@ -14,7 +15,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from solvers.palette import voc_palette
+from common.palette import voc_palette
 
 VOID = 255
 SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"

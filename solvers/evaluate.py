@@ -1,0 +1,165 @@
+"""Scoring nets: forward a val net over a split, confusion matrices per
+head, the papers' metrics (solvers.metrics) and the mean losses."""
+import os
+import tempfile
+from dataclasses import replace
+
+import numpy as np
+
+import caffe
+
+from common.atomic import atomic_write
+from common.errors import UserError
+from net_specs import build
+from surgery.io import read_weights
+
+from .metrics import fast_hist, metrics
+from .weights import load_weights
+
+
+class ScoreError(UserError):
+    """A model, split or dataset the scorer cannot use; reported as a message."""
+
+
+def dataset_heads(dataset, present_only=None):
+    """score_net's heads of a dataset record: (score top, label top, classes,
+    present_only), present_only from the record (Head.present_only) unless
+    forced True/False."""
+    return [("score" + h.suffix, h.label, h.n_classes,
+             h.present_only if present_only is None else bool(present_only))
+            for h in dataset.heads]
+
+
+def _head_specs(heads, present_only):
+    specs = []
+    for head in heads:
+        if isinstance(head, dict):
+            head = (head["score"], head["label"], head["n_classes"],
+                    head.get("present_only", present_only))
+        head = tuple(head)
+        if len(head) == 3:
+            head = head + (present_only,)
+        if len(head) != 4:
+            raise ValueError("a head is (score top, label top, n_classes[, present_only]), "
+                             f"got {head!r}")
+        score, label, n, only = head
+        specs.append((str(score), str(label), int(n), bool(only)))
+    return specs
+
+
+def loss_blob_names(net):
+    """The net's scalar outputs (SoftmaxWithLoss tops: loss, loss_geo, ...)."""
+    return [name for name in net.outputs if net.blobs[name].data.size == 1]
+
+
+def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=None):
+    """Run a val net forward `n_iter` times and score its heads.
+
+    `heads`: iterable of (score top, label top, n_classes) or
+    (score top, label top, n_classes, present_only); the 3-tuple form takes
+    the `present_only` argument. Each forward may carry a batch: every image
+    of `score` (N x C x H x W, argmax over C) is compared with `label`
+    (N x 1 x H x W). `loss_blobs` defaults to the net's scalar outputs.
+    `progress(i, n_iter)` is called after each iteration.
+
+    Returns {"heads": {score top: metrics(...) + {"hist": n x n list}},
+             "loss": mean over iterations of the summed losses (None without
+             loss blobs), "losses": {blob: mean}, "n_iter": n_iter}.
+    """
+    specs = _head_specs(heads, present_only)
+    if not specs:
+        raise ValueError("score_net needs at least one head")
+    for score, label, _, _ in specs:
+        for top in (score, label):
+            if top not in net.blobs:
+                raise ValueError(f"the net has no blob {top!r}; blobs: {', '.join(net.blobs)}")
+    n_iter = int(n_iter)
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+    loss_blobs = loss_blob_names(net) if loss_blobs is None else list(loss_blobs)
+    hists = {score: np.zeros((n, n), np.int64) for score, _, n, _ in specs}
+    losses = {name: 0.0 for name in loss_blobs}
+    for i in range(n_iter):
+        net.forward()
+        for score, label, n, _ in specs:
+            scores = net.blobs[score].data
+            labels = net.blobs[label].data
+            if scores.ndim != 4 or scores.shape[1] != n:
+                raise ValueError(f"blob {score!r} has shape {scores.shape}, expected N x {n} x H x W")
+            pred = scores.argmax(axis=1)
+            if labels.size != pred.size:
+                raise ValueError(f"label blob {label!r} {labels.shape} does not match "
+                                 f"score blob {score!r} {scores.shape}")
+            hists[score] += fast_hist(labels.reshape(pred.shape), pred, n)
+        for name in loss_blobs:
+            losses[name] += float(net.blobs[name].data.flat[0])
+        if progress is not None:
+            progress(i + 1, n_iter)
+    results = {}
+    for score, _, _, only in specs:
+        result = metrics(hists[score], present_only=only)
+        result["hist"] = hists[score].tolist()
+        results[score] = result
+    mean_losses = {name: total / n_iter for name, total in losses.items()}
+    return {"heads": results,
+            "loss": sum(mean_losses.values()) if mean_losses else None,
+            "losses": mean_losses,
+            "n_iter": n_iter}
+
+
+def split_size(net, dataset, root, split):
+    """Number of ids in the evaluation split: from the data layer, else the split file."""
+    for layer in net.layers:
+        for attr in ("indices", "ids"):
+            value = getattr(layer, attr, None)
+            if isinstance(value, (list, tuple)) and value:
+                return len(value)
+        if hasattr(type(layer), "__len__"):
+            try:
+                if len(layer):
+                    return len(layer)
+            except TypeError:
+                pass
+    candidates = [os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt"),
+                  os.path.join(root, f"{split}.txt"),
+                  os.path.join(root, "ImageSets", f"{split}.txt")]
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path) as f:
+                n = sum(1 for line in f if line.strip())
+            if n:
+                return n
+    raise ScoreError(f"cannot tell how many images split {split!r} of {dataset.name} has: "
+                     f"no split file among {', '.join(candidates)}")
+
+
+def score_model(model, dataset, weights, split=None, root=None, present_only=None,
+                width=1.0, progress=None, n_iter=None):
+    """Build `model`'s val net on `dataset` (split/root overrides), load
+    `weights` and score the whole split. `present_only=None`: each head as
+    its record says (Head.present_only: SIFT Flow's semantic head); True or
+    False: every head so. Returns score_net's dict plus
+    "split"."""
+    if split:
+        dataset = replace(dataset, val=replace(dataset.val, split=split))
+    split = dataset.val.split
+    root = root or dataset.val.root
+    read_weights(weights)                     # fail fast, before any data is read
+    if not os.path.isdir(root):
+        hint = f" (`make {dataset.fetch_target}` downloads it)" if dataset.fetch_target else ""
+        raise ScoreError(f"dataset directory not found: {root}{hint}")
+    proto = build(model, "val", dataset=dataset, root=root, width=width)
+    with tempfile.TemporaryDirectory(prefix="fcn-score-") as tmp:
+        path = os.path.join(tmp, "val.prototxt")
+        atomic_write(path, str(proto))
+        try:
+            net = caffe.Net(path, caffe.TEST)
+        except Exception as exc:
+            raise ScoreError(f"cannot open split {split!r} of {dataset.name} at {root}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    load_weights(net, weights)
+    if n_iter is None:
+        n_iter = split_size(net, dataset, root, split)
+    results = score_net(net, n_iter, dataset_heads(dataset, present_only), progress=progress)
+    results["split"] = split
+    return results
