@@ -119,17 +119,36 @@ def gpu_build():
         return True             # cannot tell: let Caffe decide
 
 
+def gpu_count():
+    """CUDA devices this process can use: 0 on a CPU-only build, and on the
+    CUDA build without a GPU or driver (asked of the CUDA runtime Caffe
+    loaded; Caffe itself would abort)."""
+    import ctypes
+    if not gpu_build():
+        return 0
+    with open("/proc/self/maps") as f:
+        runtime = next(line.split()[-1] for line in f if "libcudart" in line)
+    count = ctypes.c_int(0)
+    if ctypes.CDLL(runtime).cudaGetDeviceCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
 def set_device(gpu):
     """CPU mode for None, else GPU `gpu`; a UserError (not a Caffe abort) on a
-    CPU-only build."""
+    CPU-only build or where GPU `gpu` does not exist."""
     import caffe
     if gpu is None:
         caffe.set_mode_cpu()
         return
     if not gpu_build():
         raise UserError(f"--gpu {gpu}: this pycaffe is a CPU-only build; run without --gpu "
-                        "(or with --cpu), or use the CUDA build of the Docker image "
-                        "(make docker-build, then make docker-run CMD=...)")
+                        "(or with --cpu), or use a CUDA build: make install CUDA=1, or the "
+                        "Docker image (make docker-build, then make docker-run CMD=...)")
+    available = gpu_count()
+    if gpu >= available:
+        raise UserError(f"--gpu {gpu}: no such GPU: this machine has {available} usable CUDA "
+                        "device(s) (driver 580 or newer needed); run with --cpu")
     caffe.set_device(int(gpu))
     caffe.set_mode_gpu()
 

@@ -99,8 +99,12 @@ def test_a_published_model_keeps_its_dataset(tmp_path):
 
 # ----------------------------------------------------------------- devices
 
+CUDA_BUILD = "--cuda" in os.environ.get("CAFFE_BUILD_FLAGS", "")   # make cuda-check
+
+
 def test_cpu_build_is_detected():
-    assert cli.gpu_build() is False         # the test environment's pycaffe is the CPU build
+    assert cli.gpu_build() is CUDA_BUILD    # CPU build, or the CUDA build of make cuda-check
+    assert cli.gpu_count() == 0             # no GPU on the test machines
 
 
 @pytest.mark.parametrize("module,args", [("solvers.solve", ["voc-fcn32s"]),
@@ -114,7 +118,10 @@ def test_gpu_flag_on_the_cpu_build_is_a_message_not_an_abort(module, args, tmp_p
         args = ["fcn32s", "--dataset", "folder", "--classes", "3", "--root", data,
                 "--weights", tmp_path / "w.caffemodel", "--out", tmp_path / "run"]
     proc = run_module(module, *args, "--gpu", "0", cwd=tmp_path)
-    assert_usage_error(proc, "--gpu 0", "CPU-only", "docker")
+    if CUDA_BUILD:      # the CUDA build on a machine without a GPU
+        assert_usage_error(proc, "--gpu 0", "no such GPU", "0 usable CUDA device")
+    else:
+        assert_usage_error(proc, "--gpu 0", "CPU-only", "docker")
 
 
 def test_negative_gpu_id_is_refused():
