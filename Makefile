@@ -13,12 +13,13 @@ export PYTHONUNBUFFERED := 1
 # bench/blas.py (bench/results/blas-choice.json); written by `make install`.
 -include .cache/blas.mk
 
-.PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe
+.PHONY: help install deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe
 
 help:
 	@echo "make install     Debian build deps, .venv with pinned deps, CPU pycaffe (cached)"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
+	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites the README's demo results"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"
@@ -52,6 +53,9 @@ test-fast: install
 
 demo: install
 	$(PY) -m demo --out runs/demo
+
+demo-robustness: install
+	$(PY) -m demo.robustness --readme
 
 prototxts: install
 	$(PY) -m net_specs emit --all --out models

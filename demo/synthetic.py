@@ -17,6 +17,9 @@ from solvers.palette import png_bytes, voc_palette
 CLASSES = ("background", "disc", "square", "ring", "cross")
 VOID = 255
 BORDER = 1      # void band around every object, as in VOC's annotations
+SCALE = 1.2     # object radius: 17..29% of the image side
+THIN = 3.0      # half-width (pixels) of rings' and crosses' strokes, at least
+MAX_OBJECTS = 3
 
 
 def _texture(rng, kind, h, w):
@@ -43,7 +46,7 @@ def _object_mask(rng, cls, h, w, scale=1.0):
         return d <= r
     if cls == 2:                                    # square
         return (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
-    thin = max(2.0, 0.1 * r)
+    thin = max(THIN, 0.1 * r)
     if cls == 3:                                    # ring: thin annulus
         return np.abs(d - r) <= thin
     return ((np.abs(yy - cy) <= thin) & (np.abs(xx - cx) <= r)) | \
@@ -53,7 +56,7 @@ def _object_mask(rng, cls, h, w, scale=1.0):
 TEXTURE_OF = {1: "stripes_h", 2: "checker", 3: "noise", 4: "stripes_v"}
 
 
-def render(rng, h, w, n_objects=None, classes=None, scale=1.5):
+def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
     """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene."""
     base = rng.uniform(70, 150, size=3)
     lowfreq = rng.randn(3, 4, 4) * 18
@@ -61,7 +64,7 @@ def render(rng, h, w, n_objects=None, classes=None, scale=1.5):
                    for c in lowfreq], axis=-1)
     image = base + bg + rng.randn(h, w, 3) * 6
     label = np.zeros((h, w), dtype=np.uint8)
-    n_objects = n_objects or rng.randint(1, 3)
+    n_objects = n_objects or rng.randint(1, MAX_OBJECTS + 1)
     for _ in range(n_objects):
         cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
         mask = _object_mask(rng, cls, h, w, scale)
