@@ -1,7 +1,7 @@
 """Is the demo's outcome robust? Run it over BLAS thread counts and seeds.
 
     python -m demo.robustness [--threads 1,2] [--seeds 1337,1338,1339]
-                              [--out runs/robustness] [--reuse] [--readme]
+                              [--out runs/robustness] [--jobs 1] [--reuse] [--readme]
 
 Each (threads, seed) pair is one full `python -m demo --seed S` in its own
 process with every BLAS runtime pinned to that many threads (summation
@@ -9,6 +9,8 @@ order changes with the thread count). The table of mean IU per stage, the
 range and spread of each stage and the demo's targets (FCN-8s >= 0.60,
 FCN-8s >= FCN-32s + 0.15 in every run, spread <= 0.05 per stage) go to
 OUT/robustness.md and OUT/robustness.json, stamped with date and machine.
+--jobs N runs N demos at once: the scores do not change, the times do (each
+run then shares the cores; the table says how many ran at once).
 
 --readme also rewrites the README's demo results (between the
 `demo-results` markers) from this grid and copies the reference run's
@@ -17,6 +19,7 @@ predictions to docs/demo-predictions.png: the README's numbers and picture
 always come from this command. Exit 1 when a target is missed.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -78,14 +81,15 @@ def summarise(rows):
     return summary, checks
 
 
-def report(rows, summary, checks, machine, command):
+def report(rows, summary, checks, machine, command, jobs=1):
     columns = [("threads", "BLAS threads", None), ("seed", "seed", None),
                ("fcn32s", "FCN-32s", "{:.3f}"), ("fcn16s", "FCN-16s", "{:.3f}"),
                ("fcn8s", "FCN-8s", "{:.3f}"), ("gain", "FCN-8s − FCN-32s", "{:+.3f}"),
                ("seconds", "time (s)", "{:.0f}")]
     lines = [f"Demo robustness grid, {machine['date']} on {machine['cpu']} "
              f"({machine['cores']} cores, load average at the end "
-             f"{', '.join(f'{x:.1f}' for x in machine['loadavg'])}); `{command}`:", "",
+             f"{', '.join(f'{x:.1f}' for x in machine['loadavg'])}; "
+             f"{'one run at a time' if jobs == 1 else f'{jobs} runs at a time'}); `{command}`:", "",
              markdown(rows, columns)]
     lines += ["| range | | " + " | ".join(
         f"{summary[k]['min']:.3f}–{summary[k]['max']:.3f}" for k in STAGES)
@@ -141,6 +145,7 @@ def main(argv=None):
                         type=lambda t: parse_ints(t, "--seeds"))
     parser.add_argument("--out", default=os.path.join("runs", "robustness"))
     parser.add_argument("--quick", action="store_true", help="the demo's --quick (tests only)")
+    parser.add_argument("--jobs", type=int, default=1, help="demo runs at once (default 1)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the results of runs already finished under --out")
     parser.add_argument("--readme", action="store_true",
@@ -151,29 +156,39 @@ def main(argv=None):
                      "in the grid")
     command = "python -m demo.robustness" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     log = print
-    rows, results_of = [], {}
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
     t0 = time.time()
-    for threads in args.threads:
-        for seed in args.seeds:
-            out = os.path.join(args.out, f"threads{threads}-seed{seed}")
-            try:
-                results = (load(out) if args.reuse and os.path.exists(os.path.join(out, "results.json"))
-                           else run_one(out, threads, seed, args.quick, log))
-            except (RuntimeError, ValueError, OSError) as exc:
-                print(f"demo.robustness: error: {exc}", file=sys.stderr)
-                return 2
-            results_of[threads, seed] = (out, results)
-            ius = {s: results["stages"][s]["mean_iu"] for s in STAGES}
-            rows.append(dict(threads=threads, seed=seed, **ius, gain=ius["fcn8s"] - ius["fcn32s"],
-                             seconds=results.get("seconds", {}).get("total")))
-            log(f"[robustness] threads {threads} seed {seed}: "
-                + "  ".join(f"{s} {v:.3f}" for s, v in ius.items()))
+
+    def one(threads, seed):
+        out = os.path.join(args.out, f"threads{threads}-seed{seed}")
+        if args.reuse and os.path.exists(os.path.join(out, "results.json")):
+            return out, load(out)
+        return out, run_one(out, threads, seed, args.quick, log)
+
+    grid = [(t, s) for t in args.threads for s in args.seeds]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {key: pool.submit(one, *key) for key in grid}
+        try:
+            results_of = {key: futures[key].result() for key in grid}
+        except (RuntimeError, ValueError, OSError) as exc:
+            for future in futures.values():
+                future.cancel()
+            print(f"demo.robustness: error: {exc}", file=sys.stderr)
+            return 2
+    rows = []
+    for (threads, seed), (_, results) in results_of.items():
+        ius = {s: results["stages"][s]["mean_iu"] for s in STAGES}
+        rows.append(dict(threads=threads, seed=seed, **ius, gain=ius["fcn8s"] - ius["fcn32s"],
+                         seconds=results.get("seconds", {}).get("total")))
+        log(f"[robustness] threads {threads} seed {seed}: "
+            + "  ".join(f"{s} {v:.3f}" for s, v in ius.items()))
     summary, checks = summarise(rows)
     machine = host_info()
-    md = report(rows, summary, checks, machine, command)
+    md = report(rows, summary, checks, machine, command, args.jobs)
     atomic_write(os.path.join(args.out, "robustness.md"), md)
     atomic_write(os.path.join(args.out, "robustness.json"), json.dumps(
-        dict(machine=machine, command=command, targets=TARGETS, runs=rows, summary=summary,
+        dict(machine=machine, command=command, jobs=args.jobs, targets=TARGETS, runs=rows, summary=summary,
              checks=checks), indent=2))
     log("")
     log(md)

@@ -1,9 +1,9 @@
 """A small synthetic segmentation set in the exact PASCAL VOC on-disk layout.
 
-Classes are told apart by shape and texture, not colour (every object draws
-its colour from the same distribution), so the net must learn *what*; rings
-and crosses have thin parts a few pixels wide that coarse strides blur away,
-so it must also learn *where* -- the point of FCN-16s and FCN-8s.
+Each class has its own colour family and texture, so *what* an object is
+is quick to learn on a CPU; rings and crosses have strokes a few pixels
+wide that a 32-pixel output stride cannot place, so *where* it is needs the
+finer strides -- the point of FCN-16s and FCN-8s.
 """
 import io
 import os
@@ -11,6 +11,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from net_specs.datasets import VOC_MEAN
 from net_specs.writer import atomic_write
 from solvers.palette import png_bytes, voc_palette
 
@@ -20,6 +21,12 @@ BORDER = 1      # void band around every object, as in VOC's annotations
 SCALE = 1.2     # object radius: 17..29% of the image side
 THIN = 3.0      # half-width (pixels) of rings' and crosses' strokes, at least
 MAX_OBJECTS = 3
+# Pixels are drawn at full contrast, then squeezed around the VOC mean (which
+# the data layer subtracts) to a spread of about 10 grey levels: small
+# inputs keep the first layer's gradient in proportion to the others'
+# (plain SGD has one learning rate for all layers).
+CONTRAST = 0.25
+MEAN_RGB = np.array(VOC_MEAN[::-1])
 
 
 def _texture(rng, kind, h, w):
@@ -54,6 +61,8 @@ def _object_mask(rng, cls, h, w, scale=1.0):
 
 
 TEXTURE_OF = {1: "stripes_h", 2: "checker", 3: "noise", 4: "stripes_v"}
+COLOUR_OF = {1: (200, 70, 60), 2: (60, 170, 70), 3: (70, 90, 210), 4: (210, 190, 60)}   # RGB
+COLOUR_JITTER = 30
 
 
 def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
@@ -68,13 +77,14 @@ def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
     for _ in range(n_objects):
         cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
         mask = _object_mask(rng, cls, h, w, scale)
-        colour = rng.uniform(40, 215, size=3)
+        colour = np.array(COLOUR_OF[cls]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
         tex = _texture(rng, TEXTURE_OF[cls], h, w)[..., None] * 45
         image[mask] = (colour + tex)[mask]
         grown = _dilate(mask, BORDER)
         label[grown & ~mask] = VOID
         label[mask] = cls
-    return np.clip(image, 0, 255).astype(np.uint8), label
+    image = MEAN_RGB + (image - 128.0) * CONTRAST
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 
 def _dilate(mask, k):
