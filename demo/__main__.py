@@ -32,14 +32,10 @@ from surgery.io import save_weights
 from .predict import save_predictions
 from .synthetic import CLASSES, chance_mean_iu, write_voc_layout
 
-CLASSIFIER_SOLVER = dict(base_lr=5e-4, momentum=0.9, clip_gradients=10, weight_decay=0.0005,
+CLASSIFIER_SOLVER = dict(base_lr=1e-3, momentum=0.9, clip_gradients=10, weight_decay=0.0005,
                          lr_policy="poly", power=1.0)
 CLASSIFIER_OBJECT_SCALE = 1.0  # objects as large as in the segmentation scenes
-# The first layer maps pixels (spread ~10 grey levels, demo.synthetic) to
-# activations of ~2.5: a middle ground at which neither the first layer
-# (gradient ~ its input) nor the score layers (gradient ~ their input)
-# outpace the rest under one learning rate.
-INPUT_STD = 4.0
+INPUT_STD = 60.0               # spread of the mean-subtracted synthetic pixels, ~40, rounded up
 WIDTH = 1 / 8                 # VGG16 channels 8..64, fc 512
 STAGES = ("fcn32s", "fcn16s", "fcn8s")
 
@@ -102,9 +98,9 @@ def pretrain_classifier(out, iters, log, seed=SEED):
 # per pixel: with IMAGE_SIZE it sets the step size.
 SCHEDULE = {
     "full": {"train": 200, "val": 60, "classifier": 200,
-             "fcn32s": (500, 1.2e-8), "fcn16s": (250, 6e-9), "fcn8s": (250, 6e-9)},
+             "fcn32s": (400, 1.6e-7), "fcn16s": (200, 8e-8), "fcn8s": (400, 8e-8)},
     "quick": {"train": 24, "val": 8, "classifier": 20,
-              "fcn32s": (30, 1.2e-8), "fcn16s": (10, 6e-9), "fcn8s": (10, 6e-9)},
+              "fcn32s": (30, 1.6e-7), "fcn16s": (10, 8e-8), "fcn8s": (10, 8e-8)},
 }
 IMAGE_SIZE = (128, 128)
 FCN_SOLVER = dict(momentum=0.9, lr_policy="poly", power=1.0)

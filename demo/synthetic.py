@@ -19,13 +19,8 @@ CLASSES = ("background", "disc", "square", "ring", "cross")
 VOID = 255
 BORDER = 1      # void band around every object, as in VOC's annotations
 SCALE = 1.2     # object radius: 17..29% of the image side
-THIN = 3.0      # half-width (pixels) of rings' and crosses' strokes, at least
+THIN = 4.0      # half-width (pixels) of rings' and crosses' strokes, at least
 MAX_OBJECTS = 3
-# Pixels are drawn at full contrast, then squeezed around the VOC mean (which
-# the data layer subtracts) to a spread of about 10 grey levels: small
-# inputs keep the first layer's gradient in proportion to the others'
-# (plain SGD has one learning rate for all layers).
-CONTRAST = 0.25
 MEAN_RGB = np.array(VOC_MEAN[::-1])
 
 
@@ -83,7 +78,7 @@ def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
         grown = _dilate(mask, BORDER)
         label[grown & ~mask] = VOID
         label[mask] = cls
-    image = MEAN_RGB + (image - 128.0) * CONTRAST
+    image = MEAN_RGB + (image - 128.0)          # centred on the mean the data layer subtracts
     return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 
