@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from bench.common import host_info, markdown, thread_env
@@ -155,7 +156,12 @@ def main(argv=None):
         parser.error(f"--readme needs the reference run (threads {REFERENCE[0]}, seed {REFERENCE[1]}) "
                      "in the grid")
     command = "python -m demo.robustness" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    log = print
+    lock = threading.Lock()
+
+    def log(line):
+        with lock:
+            print(line, flush=True)
+
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
     t0 = time.time()
