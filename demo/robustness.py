@@ -100,9 +100,14 @@ def report(rows, summary, checks, machine, command, jobs=1):
     return "\n".join(lines) + "\n"
 
 
-def reference_section(results, grid_md):
-    """The README's demo results: the reference run's full table, then the grid."""
+def reference_section(results, grid_md, summary):
+    """The README's demo results: the range over the grid, the reference
+    run's full table, then the grid."""
     threads, seed = REFERENCE
+    span = lambda k: f"{summary[k]['min']:.2f}–{summary[k]['max']:.2f}"  # noqa: E731
+    ranges = (f"Over the grid below, mean IU ranges over FCN-32s {span('fcn32s')}, FCN-16s "
+              f"{span('fcn16s')}, FCN-8s {span('fcn8s')}; FCN-8s beats FCN-32s by "
+              f"{summary['gain']['min']:.2f}–{summary['gain']['max']:.2f}.")
     s, secs = results["stages"], results.get("seconds", {})
     rows = [dict(stage=name, **{k: s[key][k] for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
                  seconds=secs.get(key)) for key, name in zip(STAGES, ("FCN-32s", "FCN-16s", "FCN-8s"))]
@@ -112,6 +117,7 @@ def reference_section(results, grid_md):
     table += f"\n| chance (all background) | | | {results['chance_mean_iu']:.3f} | | |"
     pre = secs.get("classifier")
     return "\n".join([
+        ranges, "",
         f"The reference run ({threads} BLAS threads as `make install` sets on 2 cores, seed {seed}; "
         f"{secs.get('total', 0) / 60:.1f} minutes in all, of which classifier pre-training "
         f"{pre:.0f} s):" if pre is not None else "The reference run:", "",
@@ -202,7 +208,7 @@ def main(argv=None):
     if args.readme:
         out, results = results_of[REFERENCE]
         try:
-            update_readme(os.path.join(ROOT, "README.md"), reference_section(results, md))
+            update_readme(os.path.join(ROOT, "README.md"), reference_section(results, md, summary))
         except ValueError as exc:
             print(f"demo.robustness: error: {exc}", file=sys.stderr)
             return 2

@@ -78,7 +78,9 @@ def test_report_and_readme_section(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{robustness.README_BEGIN}\nold numbers\n{robustness.README_END}\nrest\n")
     path = write_results(tmp_path / "r.json", dict(fcn32s=0.40, fcn16s=0.6, fcn8s=0.7))
-    section = robustness.reference_section(json.load(open(path)), md)
+    section = robustness.reference_section(json.load(open(path)), md, summary)
+    assert section.startswith("Over the grid below, mean IU ranges over FCN-32s 0.40–0.42, "
+                              "FCN-16s 0.60–0.62, FCN-8s 0.70–0.72; FCN-8s beats FCN-32s by 0.30–0.30.")
     robustness.update_readme(str(readme), section)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{robustness.README_END}\nrest\n")
