@@ -22,7 +22,7 @@ import argparse
 import concurrent.futures
 import json
 import os
-import shutil
+import shlex
 import subprocess
 import sys
 import threading
@@ -82,7 +82,7 @@ def summarise(rows):
     return summary, checks
 
 
-def report(rows, summary, checks, machine, command, jobs=1):
+def report(rows, summary, checks, machine, command, jobs=1, note=None):
     columns = [("threads", "BLAS threads", None), ("seed", "seed", None),
                ("fcn32s", "FCN-32s", "{:.3f}"), ("fcn16s", "FCN-16s", "{:.3f}"),
                ("fcn8s", "FCN-8s", "{:.3f}"), ("gain", "FCN-8s − FCN-32s", "{:+.3f}"),
@@ -97,6 +97,8 @@ def report(rows, summary, checks, machine, command, jobs=1):
         + f" | {summary['gain']['min']:+.3f}–{summary['gain']['max']:+.3f} | |"]
     lines += ["| spread | | " + " | ".join(f"{summary[k]['spread']:.3f}" for k in STAGES) + " | | |"]
     lines += [""] + [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()]
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -155,13 +157,14 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="demo runs at once (default 1)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the results of runs already finished under --out")
+    parser.add_argument("--note", help="a sentence to print under the table (e.g. how runs were reused)")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's demo results and docs/demo-predictions.png")
     args = parser.parse_args(argv)
     if args.readme and REFERENCE not in [(t, s) for t in args.threads for s in args.seeds]:
         parser.error(f"--readme needs the reference run (threads {REFERENCE[0]}, seed {REFERENCE[1]}) "
                      "in the grid")
-    command = "python -m demo.robustness" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = shlex.join(["python", "-m", "demo.robustness", *(argv if argv is not None else sys.argv[1:])])
     lock = threading.Lock()
 
     def log(line):
@@ -197,7 +200,7 @@ def main(argv=None):
             + "  ".join(f"{s} {v:.3f}" for s, v in ius.items()))
     summary, checks = summarise(rows)
     machine = host_info()
-    md = report(rows, summary, checks, machine, command, args.jobs)
+    md = report(rows, summary, checks, machine, command, args.jobs, args.note)
     atomic_write(os.path.join(args.out, "robustness.md"), md)
     atomic_write(os.path.join(args.out, "robustness.json"), json.dumps(
         dict(machine=machine, command=command, jobs=args.jobs, targets=TARGETS, runs=rows, summary=summary,
