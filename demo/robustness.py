@@ -90,7 +90,7 @@ def report(rows, summary, checks, machine, command, jobs=1, note=None):
     lines = [f"Demo robustness grid, {machine['date']} on {machine['cpu']} "
              f"({machine['cores']} cores, load average at the end "
              f"{', '.join(f'{x:.1f}' for x in machine['loadavg'])}; "
-             f"{'one run at a time' if jobs == 1 else f'{jobs} runs at a time'}); `{command}`:", "",
+             f"{'runs read back from earlier invocations' if jobs is None else 'one run at a time' if jobs == 1 else f'{jobs} runs at a time'}); `{command}`:", "",
              markdown(rows, columns)]
     lines += ["| range | | " + " | ".join(
         f"{summary[k]['min']:.3f}–{summary[k]['max']:.3f}" for k in STAGES)
@@ -175,9 +175,12 @@ def main(argv=None):
         parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
     t0 = time.time()
 
+    fresh = {}
+
     def one(threads, seed):
         out = os.path.join(args.out, f"threads{threads}-seed{seed}")
-        if args.reuse and os.path.exists(os.path.join(out, "results.json")):
+        fresh[threads, seed] = not (args.reuse and os.path.exists(os.path.join(out, "results.json")))
+        if not fresh[threads, seed]:
             return out, load(out)
         return out, run_one(out, threads, seed, args.quick, log)
 
@@ -200,7 +203,8 @@ def main(argv=None):
             + "  ".join(f"{s} {v:.3f}" for s, v in ius.items()))
     summary, checks = summarise(rows)
     machine = host_info()
-    md = report(rows, summary, checks, machine, command, args.jobs, args.note)
+    all_reused = args.reuse and all(ran is False for ran in fresh.values())
+    md = report(rows, summary, checks, machine, command, None if all_reused else args.jobs, args.note)
     atomic_write(os.path.join(args.out, "robustness.md"), md)
     atomic_write(os.path.join(args.out, "robustness.json"), json.dumps(
         dict(machine=machine, command=command, jobs=args.jobs, targets=TARGETS, runs=rows, summary=summary,
