@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 # which all depend on install; CUDA=0 switches back to the CPU build.
 -include .cache/device.mk
 
-.PHONY: help install deps venv caffe test test-fast demo prototxts docker-build docker-run bench clean-caffe \
+.PHONY: help install deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
         cuda-check gpu-check
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make gpu-check   on a GPU machine: GPU vs CPU outputs, GPU benchmark, demo on the GPU"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
+	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~30 min); rewrites the README's demo results"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"
@@ -85,6 +86,9 @@ test-fast: install
 
 demo: install
 	$(PY) -m demo --out runs/demo
+
+demo-robustness: install
+	$(PY) -m demo.robustness --readme
 
 prototxts: install
 	$(PY) -m net_specs emit --all --out models

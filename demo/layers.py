@@ -17,6 +17,7 @@ class SyntheticClassLayer(caffe.Layer):
     def setup(self, bottom, top):
         params = json.loads(self.param_str)
         self.batch, self.size = int(params["batch"]), int(params["size"])
+        self.scale = float(params.get("scale", 2.0))
         self.rng = np.random.RandomState(int(params.get("seed", 1337)))
         if len(top) != 2:
             raise ValueError("SyntheticClassLayer has two tops: data, label")
@@ -28,7 +29,7 @@ class SyntheticClassLayer(caffe.Layer):
     def forward(self, bottom, top):
         for i in range(self.batch):
             cls = int(self.rng.randint(1, len(CLASSES)))
-            image, _ = render(self.rng, self.size, self.size, n_objects=1, classes=[cls], scale=2.0)
+            image, _ = render(self.rng, self.size, self.size, n_objects=1, classes=[cls], scale=self.scale)
             top[0].data[i] = caffe_image(image, VOC_MEAN)
             top[1].data[i] = cls - 1
 

@@ -1,9 +1,9 @@
 """A small synthetic segmentation set in the exact PASCAL VOC on-disk layout.
 
-Classes are told apart by shape and texture, not colour (every object draws
-its colour from the same distribution), so the net must learn *what*; rings
-and crosses have thin parts a few pixels wide that coarse strides blur away,
-so it must also learn *where* -- the point of FCN-16s and FCN-8s.
+Each class has its own colour family and texture, so *what* an object is
+is quick to learn on a CPU; rings and crosses have strokes a few pixels
+wide that a 32-pixel output stride cannot place, so *where* it is needs the
+finer strides -- the point of FCN-16s and FCN-8s.
 """
 import io
 import os
@@ -13,10 +13,15 @@ from PIL import Image
 
 from common.atomic import atomic_write
 from common.palette import png_bytes, voc_palette
+from net_specs.datasets import VOC_MEAN
 
 CLASSES = ("background", "disc", "square", "ring", "cross")
 VOID = 255
 BORDER = 1      # void band around every object, as in VOC's annotations
+SCALE = 1.2     # object radius: 17..29% of the image side
+THIN = 4.0      # half-width (pixels) of rings' and crosses' strokes, at least
+MAX_OBJECTS = 3
+MEAN_RGB = np.array(VOC_MEAN[::-1])
 
 
 def _texture(rng, kind, h, w):
@@ -43,7 +48,7 @@ def _object_mask(rng, cls, h, w, scale=1.0):
         return d <= r
     if cls == 2:                                    # square
         return (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
-    thin = max(2.0, 0.1 * r)
+    thin = max(THIN, 0.1 * r)
     if cls == 3:                                    # ring: thin annulus
         return np.abs(d - r) <= thin
     return ((np.abs(yy - cy) <= thin) & (np.abs(xx - cx) <= r)) | \
@@ -51,9 +56,11 @@ def _object_mask(rng, cls, h, w, scale=1.0):
 
 
 TEXTURE_OF = {1: "stripes_h", 2: "checker", 3: "noise", 4: "stripes_v"}
+COLOUR_OF = {1: (200, 70, 60), 2: (60, 170, 70), 3: (70, 90, 210), 4: (210, 190, 60)}   # RGB
+COLOUR_JITTER = 30
 
 
-def render(rng, h, w, n_objects=None, classes=None, scale=1.5):
+def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
     """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene."""
     base = rng.uniform(70, 150, size=3)
     lowfreq = rng.randn(3, 4, 4) * 18
@@ -61,17 +68,18 @@ def render(rng, h, w, n_objects=None, classes=None, scale=1.5):
                    for c in lowfreq], axis=-1)
     image = base + bg + rng.randn(h, w, 3) * 6
     label = np.zeros((h, w), dtype=np.uint8)
-    n_objects = n_objects or rng.randint(1, 3)
+    n_objects = n_objects or rng.randint(1, MAX_OBJECTS + 1)
     for _ in range(n_objects):
         cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
         mask = _object_mask(rng, cls, h, w, scale)
-        colour = rng.uniform(40, 215, size=3)
+        colour = np.array(COLOUR_OF[cls]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
         tex = _texture(rng, TEXTURE_OF[cls], h, w)[..., None] * 45
         image[mask] = (colour + tex)[mask]
         grown = _dilate(mask, BORDER)
         label[grown & ~mask] = VOID
         label[mask] = cls
-    return np.clip(image, 0, 255).astype(np.uint8), label
+    image = MEAN_RGB + (image - 128.0)          # centred on the mean the data layer subtracts
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 
 def _dilate(mask, k):

@@ -194,6 +194,9 @@ def test_quick_demo_end_to_end(tmp_path):
     results = json.load(open(tmp_path / "demo" / "results.json"))
     assert set(results["stages"]) == {"fcn32s", "fcn16s", "fcn8s"}
     assert 0 < results["chance_mean_iu"] < 1
+    assert results["seed"] == 1337
+    assert set(results["seconds"]) == {"classifier", "fcn32s", "fcn16s", "fcn8s", "predictions", "total"}
+    assert results["seconds"]["total"] >= sum(results["seconds"][s] for s in ("classifier", "fcn8s"))
     for stage in ("fcn32s", "fcn16s", "fcn8s"):
         assert (tmp_path / "demo" / stage / "final.caffemodel").exists()
         assert (tmp_path / "demo" / stage / "curves.png").exists()

@@ -1,0 +1,117 @@
+"""The demo's quality floor (demo.check) and robustness grid (demo.robustness)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from demo import check, robustness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_results(path, ius):
+    stages = {s: dict(pixel_acc=0.9, mean_acc=0.8, mean_iu=v, fw_iu=0.85) for s, v in ius.items()}
+    path.write_text(json.dumps(dict(chance_mean_iu=0.15, stages=stages,
+                                    seconds=dict(classifier=90, fcn32s=80, fcn16s=50, fcn8s=50,
+                                                 total=300))))
+    return str(path)
+
+
+@pytest.mark.parametrize("ius, code, words", [
+    (dict(fcn32s=0.40, fcn16s=0.55, fcn8s=0.65), 0, "ok: FCN-8s mean IU 0.650"),
+    (dict(fcn32s=0.30, fcn16s=0.50, fcn8s=0.54), 1, "FCN-8s mean IU 0.540 < 0.55"),
+    (dict(fcn32s=0.50, fcn16s=0.55, fcn8s=0.58), 1, "by +0.080 < 0.10"),
+])
+def test_check_floor(tmp_path, capsys, ius, code, words):
+    assert check.main([write_results(tmp_path / "r.json", ius)]) == code
+    out = capsys.readouterr()
+    assert words in (out.out if code == 0 else out.err)
+
+
+def test_check_thresholds_are_flags(tmp_path):
+    path = write_results(tmp_path / "r.json", dict(fcn32s=0.40, fcn16s=0.5, fcn8s=0.65))
+    assert check.main([path, "--min-mean-iu", "0.70"]) == 1
+    assert check.main([path, "--min-gain", "0.30"]) == 1
+
+
+def test_check_bad_input_is_one_line(tmp_path, capsys):
+    assert check.main([str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(stages=dict(fcn32s=dict(mean_iu=0.3)))))
+    assert check.main([str(bad)]) == 2
+    assert "stages.fcn8s.mean_iu" in capsys.readouterr().err
+    bad.write_text("{not json")
+    assert check.main([str(bad)]) == 2
+
+
+def rows(values):
+    return [dict(threads=t, seed=s, fcn32s=a, fcn16s=b, fcn8s=c, gain=c - a, seconds=300)
+            for (t, s), (a, b, c) in zip([(1, 1), (1, 2), (2, 1), (2, 2)], values)]
+
+
+def test_summary_ranges_and_targets():
+    good = rows([(0.40, 0.60, 0.70), (0.42, 0.62, 0.72), (0.41, 0.61, 0.71), (0.43, 0.63, 0.74)])
+    summary, checks = robustness.summarise(good)
+    assert summary["fcn8s"] == pytest.approx(dict(min=0.70, max=0.74, spread=0.04))
+    assert summary["gain"] == pytest.approx(dict(min=0.30, max=0.31, spread=0.01))
+    assert all(checks.values())
+    spread = rows([(0.40, 0.60, 0.70), (0.42, 0.62, 0.78)])
+    _, checks = robustness.summarise(spread)
+    assert [ok for name, ok in checks.items() if "spread" in name] == [False]
+    low = rows([(0.50, 0.55, 0.59), (0.52, 0.56, 0.61)])
+    _, checks = robustness.summarise(low)
+    assert list(checks.values()) == [False, False, True]
+
+
+def test_report_and_readme_section(tmp_path):
+    grid = rows([(0.40, 0.60, 0.70), (0.42, 0.62, 0.72)])
+    summary, checks = robustness.summarise(grid)
+    machine = dict(date="2026-01-01T00:00:00", cpu="Test CPU", cores=2, loadavg=(1.0, 2.0, 3.0))
+    md = robustness.report(grid, summary, checks, machine, "python -m demo.robustness")
+    assert "2026-01-01" in md and "Test CPU (2 cores" in md
+    assert "| 1 | 2 | 0.420 | 0.620 | 0.720 | +0.300 | 300 |" in md
+    assert "| range | | 0.400–0.420 | 0.600–0.620 | 0.700–0.720 | +0.300–+0.300 | |" in md
+    assert "- met: FCN-8s mean IU >= 0.60 in every run" in md
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{robustness.README_BEGIN}\nold numbers\n{robustness.README_END}\nrest\n")
+    path = write_results(tmp_path / "r.json", dict(fcn32s=0.40, fcn16s=0.6, fcn8s=0.7))
+    section = robustness.reference_section(json.load(open(path)), md, summary)
+    assert section.startswith("Over the grid below, mean IU ranges over FCN-32s 0.40–0.42, "
+                              "FCN-16s 0.60–0.62, FCN-8s 0.70–0.72; FCN-8s beats FCN-32s by 0.30–0.30.")
+    robustness.update_readme(str(readme), section)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{robustness.README_END}\nrest\n")
+    assert "old numbers" not in text and "| FCN-8s | 0.900 | 0.800 | 0.700 | 0.850 | 50 |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        robustness.update_readme(str(readme), section)
+
+
+def test_robustness_rejects_bad_lists(capsys):
+    with pytest.raises(SystemExit) as exc:
+        robustness.main(["--threads", "0,x"])
+    assert exc.value.code == 2
+    assert "--threads: expected comma-separated positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_robustness_grid_of_quick_demos(tmp_path):
+    """Two real (quick) demo runs in children with pinned BLAS threads, and the table."""
+    out = tmp_path / "grid"
+    proc = subprocess.run([sys.executable, "-m", "demo.robustness", "--quick", "--threads", "1",
+                           "--seeds", "5,6", "--out", str(out)], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    for seed in (5, 6):
+        results = json.load(open(out / f"threads1-seed{seed}" / "results.json"))
+        assert results["seed"] == seed and results["blas_threads"] == "1"
+    # Different seeds: different synthetic data.
+    a, b = (json.load(open(out / f"threads1-seed{s}" / "results.json"))["chance_mean_iu"] for s in (5, 6))
+    assert a != b
+    table = (out / "robustness.md").read_text()
+    assert table.count("\n| 1 | ") == 2 and "| spread |" in table
+    assert json.load(open(out / "robustness.json"))["runs"][1]["seed"] == 6
