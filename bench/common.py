@@ -3,12 +3,9 @@
 Every measurement runs in its own child process (`run_child`) so that its
 peak resident memory (VmHWM) and its BLAS / thread environment are its own.
 """
-import datetime
 import json
 import os
-import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,8 +17,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 JSON_TAG = "BENCH_JSON "          # prefix of the one result line a child prints
-N_CORES = len(os.sched_getaffinity(0))
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_THREADS", "MKL_NUM_THREADS")
+from common.report import N_CORES, THREAD_VARS, host_info, markdown, thread_env  # noqa: F401 (re-exported)
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -51,11 +47,6 @@ def peak_rss_mb():
 
 
 # ---- child processes -----------------------------------------------------------
-def thread_env(threads):
-    """Environment that pins every BLAS / OpenMP runtime to `threads` threads."""
-    return {k: str(threads) for k in THREAD_VARS}
-
-
 def emit(result):
     """A child's answer: one tagged JSON line on stdout."""
     print(JSON_TAG + json.dumps(result), flush=True)
@@ -233,28 +224,3 @@ class OtherLoad:
     def cores(self):
         (t0, b0, o0), (t1, b1, o1) = self.start, self._sample()
         return max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
-
-def host_info():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return dict(host=socket.gethostname(), cpu=cpu, cores=N_CORES,
-                date=datetime.datetime.now().isoformat(timespec="seconds"),
-                loadavg=os.getloadavg())
-
-
-def markdown(rows, columns):
-    """A Markdown table of dicts; `columns` is [(key, header, format)]."""
-    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    lines = [head, rule]
-    for r in rows:
-        cells = []
-        for key, _, fmt in columns:
-            v = r.get(key)
-            cells.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -28,9 +28,9 @@ import sys
 import threading
 import time
 
-from bench.common import host_info, markdown, thread_env
-from net_specs.writer import atomic_write
-from solvers.solve import SEED
+from common.report import host_info, markdown, thread_env
+from common.atomic import atomic_write
+from solvers.run import SEED
 
 from .check import stage_mean_ius
 
