@@ -29,6 +29,8 @@ from google.protobuf import text_format
 from net_specs import classifier, get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from common.atomic import atomic_write
+from common.cli import add_device_args, set_device
+from common.errors import UserError
 from solvers.run import SEED, Run
 from surgery.io import save_weights
 
@@ -118,8 +120,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few iterations only (tests)")
     parser.add_argument("--seed", type=int, default=SEED,
                         help=f"seed of the data, the initial weights and the data order (default {SEED})")
+    add_device_args(parser)
     args = parser.parse_args(argv)
-    caffe.set_mode_cpu()
+    try:
+        set_device(args.gpu)
+    except UserError as exc:
+        parser.exit(2, f"python -m demo: error: {exc}\n")
     caffe.set_random_seed(args.seed)
     log = print
     plan = SCHEDULE["quick" if args.quick else "full"]

@@ -109,7 +109,8 @@ def test_cpu_build_is_detected():
 
 @pytest.mark.parametrize("module,args", [("solvers.solve", ["voc-fcn32s"]),
                                          ("solvers.score", ["voc-fcn32s", "w.caffemodel"]),
-                                         ("solvers.infer", ["voc-fcn32s", "w.caffemodel", "x.png"])])
+                                         ("solvers.infer", ["voc-fcn32s", "w.caffemodel", "x.png"]),
+                                         ("demo", ["--quick", "--out", "demo-run"])])
 def test_gpu_flag_on_the_cpu_build_is_a_message_not_an_abort(module, args, tmp_path):
     data = tmp_path / "data"
     write_folder(str(data), [("a", (8, 8))], n_classes=3, split="train")
