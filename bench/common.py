@@ -17,7 +17,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 JSON_TAG = "BENCH_JSON "          # prefix of the one result line a child prints
-from common.report import N_CORES, THREAD_VARS, host_info, markdown, thread_env  # noqa: F401 (re-exported)
+from common.report import (N_CORES, THREAD_VARS, host_info, markdown,  # noqa: F401 (re-exported)
+                           peak_rss_mb, thread_env)
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -34,16 +35,6 @@ def timeit(fn, runs, warmup=1):
         times.append((time.perf_counter() - t0) * 1e3)
     return dict(ms=statistics.median(times), min_ms=min(times), runs=len(times),
                 all_ms=[round(t, 2) for t in times])
-
-
-def peak_rss_mb():
-    """Peak resident set of this process (VmHWM), MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---- child processes -----------------------------------------------------------

@@ -38,3 +38,15 @@ def markdown(rows, columns):
             cells.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def peak_rss_mb():
+    """Peak resident set of this process (VmHWM), MiB. Not ru_maxrss: Linux
+    carries that over fork and exec, so a child of a large process reports the
+    parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -114,6 +114,7 @@ def test_nan_loss_stops_and_keeps_last_good_snapshot(toy_root, folder_root, tmp_
 
 def test_interrupt_writes_a_snapshot(toy_root, tmp_path):
     run = make_run(toy_root, tmp_path / "int")
+    before = signal.getsignal(signal.SIGINT)   # SIG_IGN where started in the background
 
     def interrupt_at_two(msg):
         if "(2/" in msg:
@@ -124,7 +125,7 @@ def test_interrupt_writes_a_snapshot(toy_root, tmp_path):
     assert run.solver.iter == 2
     assert (tmp_path / "int" / "snapshots" / "train_iter_2.solverstate").exists()
     assert (tmp_path / "int" / "snapshots" / "train_iter_2.caffemodel").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before     # the caller's handler is back
 
 
 def test_metrics_curves_and_final_weights(toy_root, tmp_path):

@@ -233,8 +233,8 @@ def test_3000x3000_at_narrow_width_in_bounded_memory(tmp_path):
     """One pass would need 7.9 GB; the default tiles stay far below."""
     weights, _, _ = random_fcn(tmp_path)
     Image.fromarray(photo(3000, 3000, seed=5)).save(tmp_path / "huge.jpg")
-    code = ("import resource, sys; from solvers.infer import main; rc = main(sys.argv[1:]); "
-            "print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(rc)")
+    code = ("import sys; from common.report import peak_rss_mb; from solvers.infer import main; "
+            "rc = main(sys.argv[1:]); print('peak_mb', int(peak_rss_mb())); sys.exit(rc)")
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
     r = subprocess.run([sys.executable, "-c", code, "voc-fcn8s", weights, tmp_path / "huge.jpg",
                         "--out", tmp_path / "out", "--width", "1/16"],
