@@ -105,18 +105,16 @@ class Steps:
         self.env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
 
     def run(self, name, module, *args, expect=0):
-        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec from this process
-        code = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
+        code = ("import runpy, sys; from common.report import peak_rss_mb; sys.argv = sys.argv[1:]\n"
                 "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
-                "finally:\n    print('peak_rss_kb', [l.split()[1] for l in open('/proc/self/status')"
-                " if l.startswith('VmHWM')][0], file=sys.stderr)")
+                "finally:\n    print('peak_rss_mb', int(peak_rss_mb()), file=sys.stderr)")
         start = time.time()
         r = subprocess.run([sys.executable, "-c", code, module, *map(str, args)], cwd=self.cwd,
                            env=self.env, capture_output=True, text=True, timeout=1800)
         seconds = time.time() - start
-        peak = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("peak_rss_kb")]
+        peak = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("peak_rss_mb")]
         self.rows.append({"step": name, "seconds": round(seconds, 1),
-                          "peak_rss_mb": peak[0] // 1024 if peak else None, "rc": r.returncode})
+                          "peak_rss_mb": peak[0] if peak else None, "rc": r.returncode})
         print(f"{name}: {seconds:.0f} s, peak RSS {self.rows[-1]['peak_rss_mb']} MB", flush=True)
         assert r.returncode == expect, f"{name}: rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         assert "Traceback" not in r.stderr and "Check failed" not in r.stderr, r.stderr[-3000:]
