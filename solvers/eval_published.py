@@ -59,7 +59,9 @@ def format_rows(rows):
     if partial:
         lines.append(f"note: {', '.join(partial)} scored on a split of another size than the "
                      "paper's: the difference is not a reproduction check")
-    lines.append("mean IU in percent; paper: the authors' score for the released file")
+    lines.append("mean IU in percent; paper: the reference README's score for the released file "
+                 "(VOC) or the CVPR 2015 table's for the same model (NYUDv2, SIFT Flow, "
+                 "PASCAL-Context; `python -m surgery published`)")
     return lines
 
 

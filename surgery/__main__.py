@@ -19,7 +19,7 @@ from common.cli import parse_width, run_cli  # noqa: E402
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
 from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
-from .published import table  # noqa: E402
+from .published import markdown_table, table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402
 
@@ -79,7 +79,7 @@ def export_onnx(args):
 
 
 def published(args):
-    print("\n".join(table()))
+    print(markdown_table() if args.markdown else "\n".join(table()))
 
 
 def build_parser():
@@ -108,7 +108,8 @@ def build_parser():
     d.set_defaults(run=download)
 
     p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
-                       "checksum status and the paper's score")
+                       "size, checksum status and the paper's score")
+    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     p.set_defaults(run=published)
 
     e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")

@@ -38,6 +38,28 @@ def test_table_names_the_fourteen_released_models():
         get_released("voc-fcn-googlenet")
 
 
+@pytest.mark.parametrize("released", RELEASED_LIST, ids=lambda r: r.model)
+def test_table_sizes_are_the_full_width_nets_parameter_counts(released, tmp_path):
+    """The size column (parameters x 4 bytes) is our generated full-width
+    net's: a wrong layer shape here would also stop the real file loading."""
+    net = _net(released.model, "deploy", tmp_path, width=1.0)
+    count = sum(int(np.prod(b.data.shape)) for blobs in net.params.values() for b in blobs)
+    assert count == released.params
+    assert released.size_mb == pytest.approx(count * 4 / 1e6)
+
+
+def test_paper_scores_name_their_source():
+    """VOC from the reference README, the rest from the CVPR tables; a
+    missing score says which table lacks it."""
+    for r in RELEASED_LIST:
+        assert r.source.startswith("reference README" if r.dataset == "voc" else "CVPR 2015 Table")
+        if r.paper_mean_iu is None:
+            assert "only" in r.source, r.model
+    assert get_released("pascalcontext-fcn8s").paper_mean_iu == 35.1
+    assert get_released("nyud-fcn32s-color-hha").paper_mean_iu == 32.8
+    assert get_released("siftflow-fcn16s").paper_mean_iu == 39.5
+
+
 def _net(model, phase, tmp_path, width=WIDTH):
     path = tmp_path / f"{model}-{phase}.prototxt"
     atomic_write(str(path), str(build(MODELS[model], phase, width=width, size=(64, 64))))
@@ -91,8 +113,8 @@ def test_published_lists_urls_and_scores():
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 15
-    assert any("voc-fcn8s-published" in l and "65.5" in l and "sha1" in l
+    assert len(lines) == 16                              # header, 14 models, footnote
+    assert any("voc-fcn8s-published" in l and "65.5" in l and "538.0" in l and "sha1" in l
                and l.endswith("fcn8s-heavy-pascal.caffemodel") for l in lines)
 
 
@@ -152,3 +174,10 @@ def test_infer_with_published_weights_uses_the_released_file(tmp_path):
                               env=env, cwd=str(tmp_path), capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def test_readme_table_is_the_current_one():
+    """The README shows `python -m surgery published --markdown` verbatim."""
+    from surgery.published import markdown_table
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert markdown_table() in f.read()
