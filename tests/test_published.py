@@ -136,6 +136,9 @@ def test_full_size_fcn8s_stand_in_loads_into_deploy(tmp_path):
     for name, shapes in FCN8S_SHAPES.items():
         assert stored[name] == shapes, name
     assert os.path.getsize(weights) > 512 * 2 ** 20
+    # the table's size: the parameters' bytes plus a few kB of layer records
+    size = os.path.getsize(weights)
+    assert 0 < size - 4 * get_released("voc-fcn8s").params < 64 * 1024, size
     net = _net("voc-fcn8s", "deploy", tmp_path, width=1.0)
     assert load_weights(net, str(weights)) == []
     rng = np.random.default_rng(0)
