@@ -51,7 +51,20 @@ def parse_gpus(text):
         gpus = []
     if not gpus or min(gpus) < 0:
         raise ValueError(f"--gpus must list GPU ids like 0,1, got {text!r}")
+    if len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus lists a GPU twice: {text!r}")
     return gpus
+
+
+def check_gpus_exist(gpus):
+    """Every listed GPU must exist before workers start: Caffe would abort in
+    each worker process instead of saying which id is missing."""
+    from common.cli import gpu_count
+    available = gpu_count()
+    missing = [g for g in gpus if g >= available]
+    if missing:
+        raise ValueError(f"--gpus {','.join(map(str, gpus))}: no GPU {missing[0]}: this machine "
+                         f"has {available} usable CUDA device(s) (driver 580 or newer needed)")
 
 
 def iterations_for(config, model):
@@ -105,6 +118,7 @@ def train_multi_gpu(config, model, dataset):
     if not hasattr(caffe, "NCCL"):
         raise ValueError("--gpus needs pycaffe built with NCCL (USE_NCCL): use the Docker "
                          "image (make docker-build); the CPU build has no multi-GPU support")
+    check_gpus_exist(config.gpus)
     if not config.resume:
         check_weights(model, config.weights)
     iters = iterations_for(config, model)

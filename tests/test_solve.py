@@ -228,6 +228,21 @@ def test_multigpu_resume_runs_what_is_left_of_max_iter(tmp_path):
     assert parse_gpus("0, 2") == [0, 2]
     with pytest.raises(ValueError, match="--gpus"):
         parse_gpus("0,x")
+    with pytest.raises(ValueError, match="twice"):
+        parse_gpus("1,1")
+
+
+def test_multigpu_on_a_machine_without_those_gpus_is_one_line_exit_2(tmp_path):
+    """CPU build: no NCCL; CUDA build without GPUs (make cuda-check): no such
+    GPU. Either way one line before any worker starts, not an abort in each."""
+    proc = subprocess.run([sys.executable, "-m", "solvers.solve", "voc-fcn32s", "--gpus", "0,1",
+                           "--out", str(tmp_path / "run"), "--weights", str(tmp_path / "w")],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2"))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("solvers.solve: error: --gpus")
+    assert "NCCL" in line or "usable CUDA device" in line
 
 
 def test_multigpu_config_takes_only_what_workers_need(tmp_path):
