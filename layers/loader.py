@@ -211,14 +211,21 @@ class Loader:
     def _request(self):
         j = self._requested
         key = next(self._keys)
-        self._conns[j % self._workers].send((key, j % len(self._slots)))
         self._asked.append(key)
         self._requested += 1
+        try:
+            self._conns[j % self._workers].send((key, j % len(self._slots)))
+        except OSError:                 # a dead worker: its receive names it and the key
+            pass
 
     def _receive(self, j):
         """The reply for example j (and the slot's new memory if it grew)."""
         w, slot = j % self._workers, j % len(self._slots)
         conn = self._conns[w]
+        try:
+            conn.poll(None)             # interrupted here (Ctrl-C), the pipe stays in step
+        except (EOFError, OSError) as e:
+            raise self._died(w) from e
         try:
             reply = conn.recv()
             if reply[0] == "ok" and reply[3] is not None:
@@ -228,10 +235,14 @@ class Loader:
                 finally:
                     os.close(fd)
         except (EOFError, OSError) as e:
-            raise self._died(w, j) from e
+            raise self._died(w) from e
+        except BaseException as e:      # interrupted mid-message: the pipe is out of step
+            self._broken = LoaderError(f"{self._name}: interrupted while receiving an example "
+                                       f"({type(e).__name__}); restart the loader")
+            raise
         return slot, reply
 
-    def _died(self, w, j):
+    def _died(self, w):
         proc = self._procs[w]
         try:
             code = proc.wait(1.0)
@@ -252,14 +263,7 @@ class Loader:
             raise self._broken
         self.release()
         j = self._served
-        try:
-            slot, reply = self._receive(j)
-        except LoaderError:
-            raise
-        except BaseException as e:      # interrupted mid-message (Ctrl-C): the pipes are out of step
-            self._broken = LoaderError(f"{self._name}: interrupted while receiving an example "
-                                       f"({type(e).__name__}); the loader must be restarted")
-            raise
+        slot, reply = self._receive(j)
         self._served += 1
         self._asked.popleft()
         status, key = reply[0], reply[1]
