@@ -22,7 +22,7 @@ COMMON = {
     "seed": P.Param(P.as_seed, 1337),
     "prefetch": P.Param(P.as_bool, True),
     "workers": P.Param(P.int_in(0, MAX_WORKERS), 1),
-    "queue_depth": P.Param(P.int_in(1, MAX_QUEUE_DEPTH), 2),
+    "queue_depth": P.Param(P.int_in(1, MAX_QUEUE_DEPTH), 4),
     "n_classes": P.Param(P.positive(P.as_int)),
     "background_only": P.Param(P.as_bool, False),
 }

@@ -16,6 +16,7 @@ from data import layouts as F
 from layers import lifetime
 from layers.io import DataError
 from layers.loader import LoaderError, RemoteTraceback, _portable
+from solvers.run import data_layer
 from tests.test_layers import MEAN, ROOT, base_params, make_net, serve
 
 # sizes that differ in every example; the last two need a larger slot (> 1 MiB)
@@ -248,3 +249,30 @@ def test_no_orphan_or_shared_memory_however_the_process_ends(tmp_path, how, stat
         assert f"layers.io.DataError: {bad}: unreadable or truncated image" in err.read_text()
     assert wait_gone(workers, timeout=10) == []
     assert shm_entries() <= before
+
+
+# ---- the settings reach the layers ---------------------------------------------
+@pytest.mark.parametrize("flag, value, words", [("--workers", "33", "at most 32"), ("--workers", "-1", "at least 0"),
+                                                ("--queue-depth", "0", "at least 1"),
+                                                ("--queue-depth", "x", "must be an integer")])
+def test_solve_refuses_bad_loader_flags_with_one_line(flag, value, words):
+    from tests.test_cli import assert_usage_error, run_module
+    assert_usage_error(run_module("solvers.solve", "voc-fcn32s", flag, value), flag, words)
+
+
+def test_run_writes_the_loader_settings_into_both_data_layers(tmp_path):
+    from tests.test_solve import make_run
+    root = str(tmp_path / "data")
+    F.write_voc(root, [("a", (20, 24)), ("b", (18, 16))], n_classes=4, split="train")
+    F.write_voc(root, [("a", (20, 24))], n_classes=4, split="val")
+    run = make_run(root, tmp_path / "run", workers=2)
+    run.commit()
+    for phase in ("train", "val"):
+        text = (tmp_path / "run" / f"{phase}.prototxt").read_text()
+        assert '\\"workers\\": 2' in text and "queue_depth" not in text    # the layer's default depth
+    assert len(data_layer(run.solver.net).stream.pids) == 2
+    assert len(data_layer(run.solver.test_nets[0]).stream.pids) == 2
+    default = make_run(root, tmp_path / "default")
+    default.commit()
+    assert "workers" not in (tmp_path / "default" / "train.prototxt").read_text()
+    assert len(data_layer(default.solver.net).stream.pids) == 1
