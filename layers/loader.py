@@ -22,11 +22,11 @@ never see its pipe close), and multiprocessing's spawn and forkserver
 re-run the main script in each worker, which the FCN reference's solve.py
 scripts (no `if __name__ == "__main__"`) cannot survive. A worker gets its
 own session (Ctrl-C at the terminal reaches the Caffe process only, which
-decides) and leaves when its pipe closes: on `close()`, when the loader is
-collected (its layer and net destroyed), at interpreter exit, and when the
-Caffe process dies without cleaning up. A load that raises in a worker is
-re-raised, same type and message (naming the file), by the `next()` that
-would have returned that example; a worker
+decides) and leaves when its pipe closes: on `close()` (which a layer calls
+when its net is destroyed, `layers.lifetime`), when the loader is collected,
+at interpreter exit, and when the Caffe process dies without cleaning up.
+A load that raises in a worker is re-raised, same type and message (naming
+the file), by the `next()` that would have returned that example; a worker
 that dies raises a `LoaderError` naming the example's files.
 """
 import collections

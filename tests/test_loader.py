@@ -15,7 +15,7 @@ import pytest
 from data import layouts as F
 from layers import lifetime
 from layers.io import DataError
-from layers.loader import LoaderError, RemoteTraceback, _portable
+from layers.loader import Loader, LoaderError, RemoteTraceback, _portable
 from solvers.run import data_layer
 from tests.test_layers import MEAN, ROOT, base_params, make_net, serve
 
@@ -159,6 +159,29 @@ def test_an_unpicklable_error_still_reaches_the_caffe_process_as_text():
     assert _portable(same) is same
     converted = _portable(Odd("/x/z.jpg", "odd"))
     assert type(converted) is RuntimeError and str(converted) == "Odd: /x/z.jpg: odd"
+
+
+def _refuse():
+    raise RuntimeError("this reader cannot be rebuilt here")
+
+
+class Unbuildable:
+    """Pickles in the Caffe process, fails to unpickle in a worker."""
+
+    def __reduce__(self):
+        return _refuse, ()
+
+
+def test_a_reader_that_cannot_be_rebuilt_in_a_worker_fails_clearly():
+    loader = Loader(Unbuildable(), iter(range(10)), workers=1, depth=2, name="TestLayer:train")
+    with pytest.raises(LoaderError, match="TestLayer:train: loader worker 0: cannot rebuild the reader "
+                                          "in a worker process .RuntimeError: this reader cannot"):
+        loader.next()
+    with pytest.raises(LoaderError):
+        loader.next()
+    pids = loader.pids
+    loader.close()
+    assert wait_gone(pids, timeout=0) == []
 
 
 @pytest.mark.parametrize("key, value", [("workers", -1), ("workers", 33), ("workers", "2"),
