@@ -60,20 +60,15 @@ def smooth_image(k, channels=3):
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
-def voc_dataset(root, ids):
-    write_voc(root, [(i, (H, W)) for i in ids])
-    for k, i in enumerate(ids):
-        smooth_image(k).save(os.path.join(root, "JPEGImages", i + ".jpg"), quality=90)
-    return "layers.voc", "VOCSegDataLayer", dict(root=root, split="train", mean=list(VOC_MEAN),
-                                                 n_classes=21), ["data", "label"]
-
-
-def sbd_dataset(root, ids):
-    write_sbdd(root, [(i, (H, W)) for i in ids])
-    for k, i in enumerate(ids):
-        smooth_image(k).save(os.path.join(root, "img", i + ".jpg"), quality=90)
-    return "layers.sbdd", "SBDDSegDataLayer", dict(root=root, split="train", mean=list(VOC_MEAN),
-                                                   n_classes=21), ["data", "label"]
+def jpeg_dataset(write, image_dir, module, layer):
+    """VOC or SBD: the layout's writer, then smooth JPEGs in place of its noise."""
+    def make(root, ids):
+        write(root, [(i, (H, W)) for i in ids])
+        for k, i in enumerate(ids):
+            smooth_image(k).save(os.path.join(root, image_dir, i + ".jpg"), quality=90)
+        params = dict(root=root, split="train", mean=list(VOC_MEAN), n_classes=21)
+        return module, layer, params, ["data", "label"]
+    return make
 
 
 def nyud_dataset(root, ids):
@@ -86,7 +81,9 @@ def nyud_dataset(root, ids):
                                                    mean=list(NYUD_COLOR_MEAN), n_classes=40), tops
 
 
-DATASETS = {"voc": voc_dataset, "sbd": sbd_dataset, "nyud": nyud_dataset}
+DATASETS = {"voc": jpeg_dataset(write_voc, "JPEGImages", "layers.voc", "VOCSegDataLayer"),
+            "sbd": jpeg_dataset(write_sbdd, "img", "layers.sbdd", "SBDDSegDataLayer"),
+            "nyud": nyud_dataset}
 
 
 def data_net(tmp, dataset, stream):
