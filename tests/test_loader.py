@@ -215,6 +215,7 @@ def test_close_and_a_destroyed_net_leave_no_process_or_memory(tmp_path):
 
 CHILD = """
 import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as from a terminal, even if started in the background
 sys.path.insert(0, {root!r})
 os.environ["GLOG_minloglevel"] = "2"
 import caffe
