@@ -24,6 +24,8 @@ import queue
 import threading
 import weakref
 
+from .loader import Loader
+
 _STOP = object()
 
 
@@ -90,5 +92,4 @@ def stream(reader, keys, name="prefetch"):
         return Direct(reader.load, keys)
     if p["workers"] == 0:
         return Prefetcher(reader.load, keys, name)
-    from .loader import Loader
     return Loader(reader.load, keys, p["workers"], p["queue_depth"], name, files=reader.files)
