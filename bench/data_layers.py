@@ -1,19 +1,30 @@
-"""Data layer throughput and how long the solver waits on data, prefetch off / on.
+"""How long a solver waits for data at GPU-like step times: no prefetch, the
+prefetch thread, the loader's worker processes.
 
-    python -m bench.data_layers [--images 16] [--iters 32] [--compute-ms 100]
+    python -m bench.data_layers [--images 16] [--iters 40] [--steps 20,50,100]
+                                [--datasets voc,sbd,nyud] [--computes gil,caffe]
+                                [--loaders 1x2,1x4,2x2]
 
-On a synthetic VOC-sized dataset (500x375 JPEG + palette PNG, written to a
-temporary directory) it prints:
+On full-size fixture datasets (500x375, written by data.layouts in each
+dataset's on-disk layout, images made smooth like photographs) the real
+VOC, SBD and NYUD (color + HHA + label) layers run in a data-only Caffe
+net. Each iteration forwards it (the wait: loading if nothing is ready,
+plus the copy into the blobs) and then "steps" for a fixed time while
+holding the GIL, as pycaffe's solver.step does:
 
-1. images/s of the VOC layer in a data-only Caffe net, prefetch off and on;
-2. per iteration, the ms a consumer waits in the data net's forward when
-   each iteration also computes for ~compute-ms, simulated two ways:
-   `sleep` (the GIL is free: the ideal case for a thread) and `caffe` (one
-   forward of a conv net, which like solver.step holds the GIL throughout).
+- `gil`: a C sleep called with the GIL held (ctypes.PyDLL), i.e. a GPU
+  step: the Caffe thread blocks, the CPU is free;
+- `caffe`: forwards of a conv net (1 BLAS thread) sized to take that long:
+  the Caffe thread also keeps a core busy.
 
-Figures only: nothing is asserted about time.
+Printed per dataset, stream and step time: images/s and the share of the
+iteration spent waiting for data, and the throughput of the data net alone.
+The loader configurations are WORKERSxQUEUE_DEPTH. Figures only: nothing
+is asserted about time. On a loaded machine the figures are pessimistic:
+the load average is printed with them.
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -21,6 +32,7 @@ import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")      # the step's compute: one core
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -28,51 +40,96 @@ from PIL import Image  # noqa: E402
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 
-from data.layouts import write_voc  # noqa: E402
-from net_specs.datasets import VOC_MEAN  # noqa: E402
+from common.report import host_info, markdown  # noqa: E402
+from data.layouts import write_nyud, write_sbdd, write_voc  # noqa: E402
+from net_specs.datasets import NYUD_COLOR_MEAN, VOC_MEAN  # noqa: E402
 
 H, W = 375, 500
+WARMUP = 5              # iterations not timed: the loader's first examples and slot growth
 
 
-def natural_images(root, ids):
-    """Overwrite the fixture's noise JPEGs with smooth ones: noise compresses
-    badly and decodes slower than photographs, which would flatter prefetch."""
+# ---- fixture datasets ------------------------------------------------------------
+def smooth_image(k, channels=3):
+    """A photograph-like 500x375 image: smooth waves plus mild noise (pure noise
+    compresses badly and decodes unlike photographs)."""
     yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    rng = np.random.RandomState(k)
+    f = rng.uniform(0.005, 0.05, 6)
+    rgb = np.stack([127 + 100 * np.sin(f[c % 3] * xx + f[c % 3 + 3] * yy + k) for c in range(channels)], -1)
+    rgb += rng.normal(0, 6, rgb.shape)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def jpeg_dataset(write, image_dir, module, layer):
+    """VOC or SBD: the layout's writer, then smooth JPEGs in place of its noise."""
+    def make(root, ids):
+        write(root, [(i, (H, W)) for i in ids])
+        for k, i in enumerate(ids):
+            smooth_image(k).save(os.path.join(root, image_dir, i + ".jpg"), quality=90)
+        params = dict(root=root, split="train", mean=list(VOC_MEAN), n_classes=21)
+        return module, layer, params, ["data", "label"]
+    return make
+
+
+def nyud_dataset(root, ids):
+    write_nyud(root, [(i, (H, W)) for i in ids])
     for k, i in enumerate(ids):
-        rng = np.random.RandomState(k)
-        f = rng.uniform(0.005, 0.05, 6)
-        rgb = np.stack([127 + 100 * np.sin(f[c] * xx + f[c + 3] * yy + k) for c in range(3)], -1)
-        rgb += rng.normal(0, 6, rgb.shape)
-        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(
-            os.path.join(root, "JPEGImages", i + ".jpg"), quality=90)
+        smooth_image(k).save(os.path.join(root, "data", "images", f"img_{i}.png"))
+        smooth_image(k + 1000).save(os.path.join(root, "data", "hha", f"img_{i}.png"))
+    tops = ["color", "hha", "label"]
+    return "layers.nyud", "NYUDSegDataLayer", dict(root=root, split="trainval", tops=tops,
+                                                   mean=list(NYUD_COLOR_MEAN), n_classes=40), tops
 
 
-def data_net(tmp, root, prefetch):
+DATASETS = {"voc": jpeg_dataset(write_voc, "JPEGImages", "layers.voc", "VOCSegDataLayer"),
+            "sbd": jpeg_dataset(write_sbdd, "img", "layers.sbdd", "SBDDSegDataLayer"),
+            "nyud": nyud_dataset}
+
+
+def data_net(tmp, dataset, stream):
+    module, layer, params, tops = dataset
+    params = dict(params, randomize=True, seed=1337, **stream)
     n = caffe.NetSpec()
-    params = dict(root=root, split="train", mean=list(VOC_MEAN), n_classes=21, randomize=True,
-                  seed=1337, prefetch=prefetch)
-    n.data, n.label = L.Python(module="layers.voc", layer="VOCSegDataLayer", ntop=2,
-                               param_str=json.dumps(params))
-    path = os.path.join(tmp, f"data-{prefetch}.prototxt")
+    outs = L.Python(module=module, layer=layer, ntop=len(tops), param_str=json.dumps(params))
+    for name, top in zip(tops, outs):
+        n[name] = top
+    path = os.path.join(tmp, f"data-{len(os.listdir(tmp))}.prototxt")
     with open(path, "w") as f:
         f.write(str(n.to_proto()))
     return caffe.Net(path, caffe.TRAIN)
 
 
-def conv_net(tmp, layers):
+def streams(loaders):
+    """{label: data-layer params} for no prefetch, the thread, each loader WxD."""
+    out = {"none": dict(prefetch=False), "thread": dict(workers=0)}
+    for spec in loaders:
+        w, d = (int(x) for x in spec.lower().split("x"))
+        out[f"loader {w}x{d}"] = dict(workers=w, queue_depth=d)
+    return out
+
+
+# ---- steps that hold the GIL -----------------------------------------------------
+def gil_step(ms):
+    """A C sleep with the GIL held (PyDLL keeps it): a GPU step as pycaffe runs it."""
+    usleep = ctypes.PyDLL(None).usleep
+    usleep.argtypes = [ctypes.c_uint]
+    return lambda: usleep(int(ms * 1000))
+
+
+def conv_net(tmp, side, layers=4):
     n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 3, H, W]))
+    n.data = L.Input(shape=dict(dim=[1, 16, side, side]))
     top = n.data
     for k in range(layers):
         top = L.Convolution(top, num_output=16, kernel_size=3, pad=1, weight_filler=dict(type="gaussian"))
         setattr(n, f"conv{k}", top)
-    path = os.path.join(tmp, f"conv{layers}.prototxt")
+    path = os.path.join(tmp, f"conv{side}.prototxt")
     with open(path, "w") as f:
         f.write(str(n.to_proto()))
     return caffe.Net(path, caffe.TEST)
 
 
-def forward_ms(net, runs=3):
+def forward_ms(net, runs=5):
     net.forward()
     times = []
     for _ in range(runs):
@@ -82,63 +139,99 @@ def forward_ms(net, runs=3):
     return 1e3 * statistics.median(times)
 
 
-def calibrated_conv_net(tmp, target_ms):
-    """A conv net whose one forward takes about target_ms (holding the GIL)."""
-    one, two = forward_ms(conv_net(tmp, 1)), forward_ms(conv_net(tmp, 2))
-    per_layer = max(two - one, 0.1)
-    layers = max(1, round(1 + (target_ms - one) / per_layer))
-    net = conv_net(tmp, layers)
-    return net, layers, forward_ms(net)
+def caffe_step(tmp, ms):
+    """Forward of a conv net whose side is calibrated to take about `ms`."""
+    side = 128
+    for _ in range(3):
+        took = forward_ms(conv_net(tmp, side))
+        side = max(8, int(round(side * (ms / took) ** 0.5)))
+    net = conv_net(tmp, side)
+    return net.forward, forward_ms(net)
 
 
+# ---- measurement -------------------------------------------------------------------
 def throughput(net, iters):
-    net.forward()
+    for _ in range(WARMUP):
+        net.forward()
     t0 = time.perf_counter()
     for _ in range(iters):
         net.forward()
     return iters / (time.perf_counter() - t0)
 
 
-def waits(net, iters, compute):
-    """Median / mean ms spent in the data net's forward per iteration."""
-    net.forward()
-    compute()
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
+def with_steps(net, iters, step):
+    """images/s and the share of time waiting in the data net's forward."""
+    for _ in range(WARMUP):
         net.forward()
-        out.append(1e3 * (time.perf_counter() - t0))
-        compute()
-    return statistics.median(out), statistics.fmean(out)
+        step()
+    wait, t0 = 0.0, time.perf_counter()
+    for _ in range(iters):
+        t = time.perf_counter()
+        net.forward()
+        wait += time.perf_counter() - t
+        step()
+    total = time.perf_counter() - t0
+    return iters / total, wait / total
+
+
+def example_mb(net, tops):
+    return sum(net.blobs[t].data.nbytes for t in tops) / 2 ** 20
+
+
+def loadavg():
+    return " ".join(f"{x:.2f}" for x in host_info()["loadavg"])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.data_layers", description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--iters", type=int, default=32)
-    parser.add_argument("--compute-ms", type=float, default=100.0)
+    parser = argparse.ArgumentParser(prog="python -m bench.data_layers",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=16, help="images per fixture dataset")
+    parser.add_argument("--iters", type=int, default=40, help="timed iterations per figure")
+    parser.add_argument("--steps", default="20,50,100", help="step times, ms")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--computes", default="gil,caffe", help="gil and/or caffe (see above)")
+    parser.add_argument("--loaders", default="1x2,1x4,2x2", help="WORKERSxQUEUE_DEPTH, comma-separated")
     args = parser.parse_args(argv)
+    steps = [float(s) for s in args.steps.split(",")]
+    computes = args.computes.split(",")
     caffe.set_mode_cpu()
+    info = host_info()
+    print(f"data layers at GPU-like step times: {info['cpu']}, {info['cores']} cores, "
+          f"{info['date']}, load average {loadavg()} at the start")
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
-        ids = [f"im{k:03d}" for k in range(args.images)]
-        root = write_voc(os.path.join(tmp, "VOC"), [(i, (H, W)) for i in ids])
-        natural_images(root, ids)
-        kb = np.mean([os.path.getsize(os.path.join(root, "JPEGImages", i + ".jpg")) for i in ids]) / 1024
-        print(f"data layers: {args.images} VOC-sized images ({W}x{H} JPEG, ~{kb:.0f} KB), "
-              f"{len(os.sched_getaffinity(0))} cores")
-        nets = {p: data_net(tmp, root, p) for p in (False, True)}
-        for p, net in nets.items():
-            print(f"  throughput, prefetch {'on ' if p else 'off'}: {throughput(net, args.iters):7.1f} images/s")
-
-        cnet, layers, cms = calibrated_conv_net(tmp, args.compute_ms)
-        computes = {"sleep": lambda: time.sleep(args.compute_ms / 1e3), "caffe": cnet.forward}
-        print(f"  wait on data per iteration with ~{args.compute_ms:.0f} ms of compute "
-              f"(caffe: {layers} conv layers, {cms:.0f} ms/forward):")
-        for name, compute in computes.items():
-            for p, net in nets.items():
-                med, mean = waits(net, args.iters, compute)
-                print(f"    compute={name:5s} prefetch {'on ' if p else 'off'}: "
-                      f"median {med:6.1f} ms, mean {mean:6.1f} ms")
+        step_fns = {}
+        for kind in computes:
+            for ms in steps:
+                if kind == "gil":
+                    step_fns[kind, ms] = gil_step(ms), ms
+                else:
+                    step_fns[kind, ms] = caffe_step(tmp, ms)
+        print("steps: " + ", ".join(f"{k} {ms:.0f} ms (measured {took:.1f})"
+                                    for (k, ms), (_, took) in step_fns.items()))
+        rows = []
+        for name in args.datasets.split(","):
+            ids = [f"im{k:03d}" for k in range(args.images)]
+            dataset = DATASETS[name](os.path.join(tmp, name), ids)
+            for label, stream in streams(args.loaders.split(",")).items():
+                net = data_net(tmp, dataset, stream)
+                row = dict(dataset=name, stream=label, alone=throughput(net, args.iters),
+                           mb=example_mb(net, dataset[3]))
+                for kind in computes:
+                    for ms in steps:
+                        ips, share = with_steps(net, args.iters, step_fns[kind, ms][0])
+                        row[f"{kind}{ms:g}"] = f"{ips:5.1f} img/s, {share:6.2%}"
+                net.layers[0].close_stream()
+                rows.append(row)
+                print(f"  {name:5s} {label:11s} done (load average {loadavg()})", flush=True)
+    columns = [("dataset", "dataset", None), ("stream", "stream", None),
+               ("alone", "data net alone, img/s", "{:.1f}")]
+    columns += [(f"{k}{ms:g}", f"{k} {ms:g} ms step: img/s, wait", None) for k in computes for ms in steps]
+    print()
+    print(markdown(rows, columns))
+    sizes = ", ".join(f"{r['dataset']} {r['mb']:.1f} MB" for r in rows if r["stream"] == "none")
+    print(f"\nexample size {sizes}; "
+          f"{args.images} images per dataset, {args.iters} timed iterations per figure; "
+          f"load average {loadavg()} at the end")
 
 
 if __name__ == "__main__":

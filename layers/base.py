@@ -10,6 +10,7 @@ import itertools
 import caffe
 
 from . import order
+from .lifetime import close_when_orphaned
 from .prefetch import stream
 
 
@@ -31,17 +32,22 @@ class SegDataLayer(caffe.Layer):
         self.reader.check_files()
         self.reader.check_label_set()
         self._start(0)
+        close_when_orphaned(self)
 
     def _start(self, skip):
         """(Re)start serving at example `skip` of the seeded sequence."""
         p = self.reader.params
         keys = itertools.islice(order.keys(self.reader.ids, p["randomize"], p["seed"]), skip, None)
+        self.close_stream()
+        self.stream = stream(self.reader, keys, f"{type(self).__name__}:{p['split']}")
+        self.key, self.example = None, None
+
+    def close_stream(self):
+        """Stop loading (the loader's processes and memory go); idempotent."""
         old = getattr(self, "stream", None)
         if old is not None:
             old.close()
-        self.stream = stream(self.reader.load, keys, p["prefetch"],
-                             f"{type(self).__name__}:{p['split']}")
-        self.key, self.example = None, None
+        self.example = None             # a loader's arrays are views of its memory
 
     @property
     def ids(self):
@@ -64,6 +70,7 @@ class SegDataLayer(caffe.Layer):
         for i, array in enumerate(self.example):
             top[i].data[...] = array
         self.example = None
+        self.stream.release()
 
     def backward(self, top, propagate_down, bottom):
         pass

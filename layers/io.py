@@ -21,7 +21,10 @@ class DataError(ValueError):
 
     def __init__(self, path, problem):
         super().__init__(f"{path}: {problem}")
-        self.path = path
+        self.path, self.problem = path, problem
+
+    def __reduce__(self):       # rebuilt from both fields when a loader worker sends it
+        return type(self), (self.path, self.problem)
 
 
 def read_split(path):

@@ -73,6 +73,15 @@ def positive(convert):
     return check
 
 
+def int_in(low, high):
+    def convert(v):
+        v = as_int(v)
+        if not low <= v <= high:
+            raise ValueError(f"expected an integer in [{low}, {high}], got {v!r}")
+        return v
+    return convert
+
+
 def one_of(*choices):
     def convert(v):
         if v not in choices:

@@ -1,4 +1,11 @@
-"""Load the next example in a background thread while the net works on this one.
+"""How a data layer gets its next example: now, from a thread, or from worker processes.
+
+`stream` picks one from the layer's params: `prefetch` false loads each
+example when asked (`Direct`); otherwise `workers` >= 1 starts loader
+processes (`layers.loader.Loader`, the default) and `workers` 0 keeps the
+single background thread (`Prefetcher`). Every stream serves the same
+sequence and has `next()` -> (key, arrays), `release()` (the arrays were
+copied; only the loader reuses their memory) and `close()`.
 
 `Direct` and `Prefetcher` serve the same sequence: both take keys from one
 iterator, one at a time, in order; the prefetcher merely starts loading key
@@ -8,13 +15,16 @@ stops when the Prefetcher is collected or `close()`d. A load that fails in
 the worker is re-raised, unchanged (message naming the file), by the `next()`
 call that would have returned that example.
 
-Note: pycaffe keeps the GIL while a net computes, so the worker mostly runs
+Note: pycaffe keeps the GIL while a net computes, so the thread mostly runs
 while the main thread is in Python or blocked (the solver's Python data
-layer, waiting here); `python -m bench.data_layers` measures the overlap.
+layer, waiting here); the loader's processes do not have that limit
+(`python -m bench.data_layers` measures both).
 """
 import queue
 import threading
 import weakref
+
+from .loader import Loader
 
 _STOP = object()
 
@@ -28,6 +38,9 @@ class Direct:
     def next(self):
         key = next(self._keys)
         return key, self._load(key)
+
+    def release(self):
+        pass
 
     def close(self):
         pass
@@ -65,9 +78,18 @@ class Prefetcher:
             raise error
         return key, example
 
+    def release(self):
+        pass
+
     def close(self):
         self._closer()
 
 
-def stream(load, keys, prefetch, name="prefetch"):
-    return Prefetcher(load, keys, name) if prefetch else Direct(load, keys)
+def stream(reader, keys, name="prefetch"):
+    """The stream `reader.params` asks for (prefetch, workers, queue_depth)."""
+    p = reader.params
+    if not p["prefetch"]:
+        return Direct(reader.load, keys)
+    if p["workers"] == 0:
+        return Prefetcher(reader.load, keys, name)
+    return Loader(reader.load, keys, p["workers"], p["queue_depth"], name, files=reader.files)

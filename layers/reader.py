@@ -12,6 +12,8 @@ import numpy as np
 from . import params as P
 from .io import VOID, DataError, caffe_image, caffe_label, check_labels, read_gray, read_rgb, read_split
 
+MAX_WORKERS = 32            # loader processes per layer (0: the prefetch thread)
+MAX_QUEUE_DEPTH = 16        # examples each of them keeps ready
 COMMON = {
     "root": P.Param(P.as_str),
     "split": P.Param(P.as_str),
@@ -19,6 +21,8 @@ COMMON = {
     "randomize": P.Param(P.as_bool, True),
     "seed": P.Param(P.as_seed, 1337),
     "prefetch": P.Param(P.as_bool, True),
+    "workers": P.Param(P.int_in(0, MAX_WORKERS), 1),
+    "queue_depth": P.Param(P.int_in(1, MAX_QUEUE_DEPTH), 4),
     "n_classes": P.Param(P.positive(P.as_int)),
     "background_only": P.Param(P.as_bool, False),
 }

@@ -20,11 +20,13 @@ DEPLOY_SIZE = (500, 500)
 
 
 def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefetch=True,
-                   seed=SEED):
-    """The JSON param_str of the Python data layer (parsed, never eval'd)."""
+                   seed=SEED, workers=None, queue_depth=None):
+    """The JSON param_str of the Python data layer (parsed, never eval'd);
+    `workers` / `queue_depth` None leave the layer's defaults (layers.reader)."""
     source = dataset.train if phase == "train" else dataset.val
     params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
                   seed=seed, randomize=phase == "train", prefetch=prefetch)
+    params.update((k, v) for k, v in (("workers", workers), ("queue_depth", queue_depth)) if v is not None)
     params.update(source.params)
     params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
     inputs = input_variant(model, dataset)
@@ -35,7 +37,7 @@ def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefet
 
 
 def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
-               root=None, prefetch=True, seed=SEED):
+               root=None, prefetch=True, seed=SEED, workers=None, queue_depth=None):
     """Python data layer (train/val) or Input layers (deploy); returns image tops."""
     names = input_variant(model, dataset).names
     if phase == "deploy":
@@ -46,7 +48,8 @@ def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
     label_names = [h.label for h in dataset.heads]
     tops = L.Python(module=source.module, layer=source.layer_class,
                     ntop=len(names) + len(label_names),
-                    param_str=data_param_str(model, dataset, phase, root, prefetch, seed))
+                    param_str=data_param_str(model, dataset, phase, root, prefetch, seed,
+                                             workers, queue_depth))
     for name, top in zip(list(names) + label_names, tops):
         n[name] = top
     return [n[name] for name in names]
@@ -61,20 +64,21 @@ def add_losses(n, dataset: Dataset, normalize: bool):
 
 def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
           width: float = 1.0, size=DEPLOY_SIZE, prefetch=True,
-          seed=SEED) -> caffe.proto.caffe_pb2.NetParameter:
+          seed=SEED, workers=None, queue_depth=None) -> caffe.proto.caffe_pb2.NetParameter:
     """The NetParameter of `model` ("voc-fcn8s" or a Model) for one phase.
 
     `dataset` overrides the model's dataset (custom data), `root` the data
     location, `width` narrows every trunk channel count (the demo's
     stand-in VGG16), `size` is the deploy input size, `seed` the training
-    order's (multi-GPU ranks each take their own).
+    order's (multi-GPU ranks each take their own), `prefetch`, `workers` and
+    `queue_depth` the data layers' loading (None: the layers' defaults).
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     model = get_model(model) if isinstance(model, str) else model
     dataset = dataset or model.get_dataset()
     n = caffe.NetSpec()
-    images = add_inputs(n, model, dataset, phase, size, root, prefetch, seed)
+    images = add_inputs(n, model, dataset, phase, size, root, prefetch, seed, workers, queue_depth)
     kernel32 = UPSCORE32_KERNEL[model.trunk]
 
     inputs = input_variant(model, dataset)

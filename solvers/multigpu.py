@@ -33,6 +33,8 @@ class MultiGpuConfig:
     score_every: int = 4000
     snapshot_every: int = 4000
     base_lr: Optional[float] = None
+    workers: Optional[int] = None
+    queue_depth: Optional[int] = None
 
     @classmethod
     def from_args(cls, args, model_name=None):
@@ -40,7 +42,8 @@ class MultiGpuConfig:
         return cls(gpus=gpus, out=args.out or os.path.join("runs", model_name or args.model),
                    width=args.width, root=args.root, weights=tuple(args.weights or ()),
                    resume=args.resume, iters=args.iters, score_every=args.score_every,
-                   snapshot_every=args.snapshot_every, base_lr=args.base_lr)
+                   snapshot_every=args.snapshot_every, base_lr=args.base_lr,
+                   workers=args.workers, queue_depth=args.queue_depth)
 
 
 def parse_gpus(text):
@@ -80,7 +83,8 @@ def make_run(config, model, dataset, rank):
     overrides = {"base_lr": config.base_lr} if config.base_lr is not None else None
     return Run.open(model, out_dir=out, width=config.width, dataset=dataset, root=config.root,
                     snapshot_every=config.snapshot_every, seed=SEED + rank,
-                    solver_overrides=overrides)
+                    solver_overrides=overrides, workers=config.workers,
+                    queue_depth=config.queue_depth)
 
 
 def _worker(config, model, dataset, uid, rank, iters):

@@ -71,12 +71,16 @@ class Run:
     """One training run of one model in runs/<model>/."""
 
     def __init__(self, model, out_dir=None, width=1.0, dataset=None, root=None,
-                 solver_overrides=None, snapshot_every=4000, prefetch=True, seed=SEED):
-        """Only the run's settings and paths; `open` (or `Run.open`) makes it."""
+                 solver_overrides=None, snapshot_every=4000, prefetch=True, seed=SEED,
+                 workers=None, queue_depth=None):
+        """Only the run's settings and paths; `open` (or `Run.open`) makes it.
+        `workers` / `queue_depth`: the data layers' loader processes and the
+        examples each keeps ready (None: the layers' defaults)."""
         self.model = get_model(model) if isinstance(model, str) else model
         self.dataset = dataset or self.model.get_dataset()
         self.dir = out_dir or os.path.join("runs", self.model.name)
         self.width, self.root, self.prefetch, self.seed = width, root, prefetch, seed
+        self.workers, self.queue_depth = workers, queue_depth
         self.solver_overrides, self.snapshot_every = solver_overrides, snapshot_every
         self.paths = {p: os.path.join(self.dir, f"{p}.prototxt") for p in PHASES}
         self.solver_path = os.path.join(self.dir, "solver.prototxt")
@@ -151,7 +155,8 @@ class Run:
         """train/val/deploy.prototxt of the model on the run's dataset."""
         for phase, path in (paths or self.paths).items():
             proto = build(self.model, phase, dataset=self.dataset, root=self.root, width=self.width,
-                          prefetch=self.prefetch, seed=self.seed)
+                          prefetch=self.prefetch, seed=self.seed, workers=self.workers,
+                          queue_depth=self.queue_depth)
             atomic_write(path, str(proto))
 
     def write_solver(self, path=None):

@@ -10,6 +10,7 @@ import sys
 
 from common.cli import (add_device_args, add_model_args, int_at_least, positive_float,
                         run_cli, set_device)
+from layers.reader import MAX_QUEUE_DEPTH, MAX_WORKERS
 
 from net_specs.resolve import resolve_args
 
@@ -41,7 +42,25 @@ def main(argv=None):
     add_model_args(parser, dataset=True, class_names=False)
     parser.add_argument("--base-lr", type=positive_float("--base-lr"),
                         help="override the model's base learning rate")
+    parser.add_argument("--workers", type=int_between("--workers", 0, MAX_WORKERS), metavar="N",
+                        help="data loader processes per data layer (0: one thread in the training "
+                             "process; default: the data layer's, 1)")
+    parser.add_argument("--queue-depth", type=int_between("--queue-depth", 1, MAX_QUEUE_DEPTH),
+                        metavar="N", help="examples each loader process keeps ready (default: the "
+                                          "data layer's, 4)")
     return run_cli("solvers.solve", solve_cli, parser.parse_args(argv))
+
+
+def int_between(flag, low, high):
+    """An argparse type: an integer in [low, high]."""
+    at_least = int_at_least(flag, low)
+
+    def parse(text):
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{flag} must be at most {high}, got {value}")
+        return value
+    return parse
 
 
 def solve_cli(args):
@@ -54,7 +73,8 @@ def solve_cli(args):
         check_weights(model, args.weights)
     overrides = {"base_lr": args.base_lr} if args.base_lr is not None else None
     run = Run.open(model, out_dir=args.out, width=args.width, dataset=dataset, root=args.root,
-                   snapshot_every=args.snapshot_every, solver_overrides=overrides)
+                   snapshot_every=args.snapshot_every, solver_overrides=overrides,
+                   workers=args.workers, queue_depth=args.queue_depth)
     try:
         if args.resume:
             run.resume(args.resume)

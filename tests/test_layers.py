@@ -202,12 +202,15 @@ def test_seeded_shuffle_is_reproducible_epochwise(tmp_path):
 
 @pytest.mark.parametrize("randomize", [True, False])
 def test_prefetch_gives_identical_sequence(tmp_path, randomize):
+    """Loading in the layer, the prefetch thread (workers 0), the loader processes."""
     root = F.write_folder(str(tmp_path / "f"), SIX)
-    a, b = (keys_served(tmp_path, root, 14, randomize=randomize, prefetch=p) for p in (False, True))
-    assert [k for k, _ in a] == [k for k, _ in b]
-    for (_, x), (_, y) in zip(a, b):
-        for top in x:
-            np.testing.assert_array_equal(x[top], y[top])
+    a, *others = (keys_served(tmp_path, root, 14, randomize=randomize, **kw)
+                  for kw in (dict(prefetch=False), dict(workers=0), dict(workers=2, queue_depth=1)))
+    for b in others:
+        assert [k for k, _ in a] == [k for k, _ in b]
+        for (_, x), (_, y) in zip(a, b):
+            for top in x:
+                np.testing.assert_array_equal(x[top], y[top])
 
 
 def test_extra_reshape_does_not_skip_an_image(tmp_path):

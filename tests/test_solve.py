@@ -16,7 +16,7 @@ from caffe.proto import caffe_pb2
 
 from net_specs import MODELS
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from solvers.run import Run
+from solvers.run import Run, data_layer
 from solvers.solve import main as solve_main
 from surgery.io import save_weights
 from data.layouts import write_folder, write_voc
@@ -50,9 +50,10 @@ def toy_dataset(root):
                    train=Source(voc, root, "train"), val=Source(voc, root, "val"))
 
 
-def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True):
+def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True, workers=None):
     run = Run.open(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
-              solver_overrides=dict(base_lr=lr), snapshot_every=snapshot_every, prefetch=prefetch)
+              solver_overrides=dict(base_lr=lr), snapshot_every=snapshot_every, prefetch=prefetch,
+              workers=workers)
     rng = np.random.RandomState(0)
     for blobs in run.solver.net.params.values():
         blobs[0].data[...] = rng.randn(*blobs[0].data.shape) * 0.05
@@ -74,6 +75,7 @@ def test_resume_continues_with_identical_losses(toy_root, tmp_path):
     b = make_run(toy_root, tmp_path / "b")
     b.resume(str(state))
     assert b.solver.iter == 3
+    assert data_layer(b.solver.net).stream.pids          # resumed on the loader processes
     b.train(3, display=1, log=quiet)
     losses_b = [loss for _, loss in b.history]
     assert [it for it, _ in b.history] == [4, 5, 6]
@@ -82,11 +84,13 @@ def test_resume_continues_with_identical_losses(toy_root, tmp_path):
 
 
 def test_prefetch_does_not_change_training(toy_root, tmp_path):
-    on = make_run(toy_root, tmp_path / "on", prefetch=True)
+    loader = make_run(toy_root, tmp_path / "loader", prefetch=True)       # default: loader processes
+    thread = make_run(toy_root, tmp_path / "thread", prefetch=True, workers=0)
     off = make_run(toy_root, tmp_path / "off", prefetch=False)
-    on.train(4, display=1, log=quiet)
-    off.train(4, display=1, log=quiet)
-    assert on.history == off.history
+    assert data_layer(loader.solver.net).stream.pids
+    for run in (loader, thread, off):
+        run.train(4, display=1, log=quiet)
+    assert loader.history == thread.history == off.history
 
 
 def test_nan_loss_stops_and_keeps_last_good_snapshot(toy_root, folder_root, tmp_path):
@@ -248,11 +252,12 @@ def test_multigpu_on_a_machine_without_those_gpus_is_one_line_exit_2(tmp_path):
 def test_multigpu_config_takes_only_what_workers_need(tmp_path):
     from solvers.multigpu import MultiGpuConfig
     args = argparse.Namespace(gpus="0,1", out=None, width=0.5, root="r", weights=["a", "b"],
-                              resume=None, iters=3, score_every=2, snapshot_every=5, base_lr=1e-3)
+                              resume=None, iters=3, score_every=2, snapshot_every=5, base_lr=1e-3,
+                              workers=2, queue_depth=3)
     config = MultiGpuConfig.from_args(args, "voc-fcn8s")
     assert config == MultiGpuConfig(gpus=(0, 1), out=os.path.join("runs", "voc-fcn8s"), width=0.5,
                                     root="r", weights=("a", "b"), iters=3, score_every=2,
-                                    snapshot_every=5, base_lr=1e-3)
+                                    snapshot_every=5, base_lr=1e-3, workers=2, queue_depth=3)
 
 
 def test_resumed_single_gpu_run_steps_the_same_count(tmp_path):
