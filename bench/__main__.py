@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -40,24 +39,6 @@ def run_data_layers(quick=False, timeout=900):
     if proc.returncode:
         out["error"] = proc.stderr.strip()[-2000:]
     return out
-
-
-WAIT_LINE = re.compile(r"compute=(\w+)\s+prefetch (on|off)\s*: median\s+([\d.]+) ms")
-
-
-def data_wait_share(output, step_ms):
-    """Share of an FCN training step (forward+backward, `step_ms`) spent
-    waiting on data, from bench.data_layers' per-iteration waits with
-    Caffe compute (which holds the GIL like solver.step). Without prefetch
-    the wait is the whole load, whatever the compute; with prefetch it is
-    what the thread could not hide in ~100 ms and is at most that in a longer step."""
-    rows = []
-    for compute, prefetch, ms in WAIT_LINE.findall(output or ""):
-        if compute == "caffe" and step_ms:
-            wait = float(ms)
-            rows.append(dict(prefetch=prefetch, wait_ms=wait, step_ms=step_ms,
-                             share=wait / (wait + step_ms)))
-    return rows
 
 
 def main(argv=None):
@@ -126,15 +107,8 @@ def main(argv=None):
         record["data"] = d = run_data_layers(args.quick)
         md += ["## Data path (bench.data_layers)", "", "```",
                d.get("note") or d.get("output") or "", d.get("error", ""), "```", ""]
-        step = next((r for r in record.get("speed", []) if r.get("mode") == "fwdbwd"
-                     and r.get("model") == "voc-fcn8s" and "ms" in r), None)
-        d["wait_share"] = data_wait_share(d.get("output"), step and step["ms"])
-        if d["wait_share"]:
-            md += [f"Share of an FCN-8s training step ({step['size']}, forward+backward "
-                   f"{step['ms']:.0f} ms) spent waiting on data:", "",
-                   common.markdown(d["wait_share"], [("prefetch", "prefetch", None),
-                                                     ("wait_ms", "wait ms", "{:.1f}"),
-                                                     ("share", "share of step", "{:.2%}")]), ""]
+        # bench.data_layers prints its own table: images/s and the share of
+        # each GPU-like step (20/50/100 ms) spent waiting on data, per loader.
 
     record["other_cores"] = others.cores()
     md.append(f"Other processes kept {record['other_cores']:.2f} of the {threads} cores busy on average "
