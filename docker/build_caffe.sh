@@ -45,7 +45,7 @@ for arg in "$@"; do
 done
 
 PYTHON=${PYTHON:-python3}
-CACHE=$(mkdir -p "${CAFFE_CACHE:-$PWD/.cache/caffe}" && cd "${CAFFE_CACHE:-$PWD/.cache/caffe}" && pwd)
+CACHE=$(mkdir -p "${CAFFE_CACHE:-$PWD/.cache/caffe}" && cd "${CAFFE_CACHE:-$PWD/.cache/caffe}" && pwd -P)  # physical path: a symlinked .cache is the same build
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH_BIN=${CUDA_ARCH_BIN:-"80 86 89 90"}
 CUDA_DIR=${CUDA_DIR:-/usr/local/cuda}
