@@ -37,7 +37,7 @@ from surgery.io import save_weights
 from .predict import save_predictions
 from .synthetic import CLASSES, chance_mean_iu, write_voc_layout
 
-CLASSIFIER_SOLVER = dict(base_lr=1e-3, momentum=0.9, clip_gradients=10, weight_decay=0.0005,
+CLASSIFIER_SOLVER = dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, weight_decay=0.0005,
                          lr_policy="poly", power=1.0)
 CLASSIFIER_OBJECT_SCALE = 1.0  # objects as large as in the segmentation scenes
 INPUT_STD = 60.0               # spread of the mean-subtracted synthetic pixels, ~40, rounded up
@@ -81,7 +81,7 @@ def pretrain_classifier(out, iters, log, seed=SEED):
         train_net=os.path.abspath(paths["train"]), max_iter=iters, display=0, **CLASSIFIER_SOLVER,
         snapshot_prefix=os.path.abspath(os.path.join(out, "snap")), random_seed=seed)
     atomic_write(paths["solver"], text_format.MessageToString(solver))
-    sgd = caffe.SGDSolver(paths["solver"])
+    sgd = caffe.get_solver(paths["solver"])
     he_init(sgd.net, np.random.RandomState(seed), INPUT_STD)
     t0, losses = time.time(), []
     for i in range(iters):
@@ -105,12 +105,12 @@ def pretrain_classifier(out, iters, log, seed=SEED):
 # stays unnormalised, as in the papers' prototxts: a rate here is per pixel.
 SCHEDULE = {
     "full": {"train": 200, "val": 60, "classifier": 200,
-             "fcn32s": (400, 1.6e-7), "fcn16s": (200, 8e-8), "fcn8s": (400, 8e-8)},
+             "fcn32s": (600, 1e-3), "fcn16s": (200, 1e-3), "fcn8s": (600, 1e-3)},
     "quick": {"train": 24, "val": 8, "classifier": 20,
-              "fcn32s": (30, 1.6e-7), "fcn16s": (10, 8e-8), "fcn8s": (10, 8e-8)},
+              "fcn32s": (30, 1e-3), "fcn16s": (10, 1e-3), "fcn8s": (10, 1e-3)},
 }
 IMAGE_SIZE = (128, 128)
-FCN_SOLVER = dict(momentum=0.9, lr_policy="poly", power=1.0)
+FCN_SOLVER = dict(type="Adam", momentum=0.9, momentum2=0.999, lr_policy="poly", power=1.0)
 
 
 def main(argv=None):
