@@ -104,8 +104,8 @@ def pretrain_classifier(out, iters, log, seed=SEED):
 # (the spread over seeds and BLAS thread counts depends on it). The loss
 # stays unnormalised, as in the papers' prototxts: a rate here is per pixel.
 SCHEDULE = {
-    "full": {"train": 200, "val": 60, "classifier": 200,
-             "fcn32s": (600, 1e-3), "fcn16s": (200, 1e-3), "fcn8s": (600, 1e-3)},
+    "full": {"train": 200, "val": 60, "classifier": 400,
+             "fcn32s": (800, 1e-3), "fcn16s": (300, 1e-3), "fcn8s": (400, 1e-3)},
     "quick": {"train": 24, "val": 8, "classifier": 20,
               "fcn32s": (30, 1e-3), "fcn16s": (10, 1e-3), "fcn8s": (10, 1e-3)},
 }
