@@ -3,7 +3,12 @@
 Each class has its own colour family and texture, so *what* an object is
 is quick to learn on a CPU; rings and crosses have strokes a few pixels
 wide that a 32-pixel output stride cannot place, so *where* it is needs the
-finer strides -- the point of FCN-16s and FCN-8s.
+finer strides -- the point of FCN-16s and FCN-8s. The objects of a scene
+share one class (ONE_CLASS_PER_SCENE): on 128x128 scenes every FCN-32s
+output sees the whole image through fc6's 224-pixel window, so scenes
+mixing classes asked FCN-32s to tell objects apart by position alone; with
+mixed scenes FCN-8s ended between 0.71 and 0.82 mean IU on two seeds, with
+one class per scene at 0.91 on both.
 """
 import io
 import os
@@ -21,7 +26,7 @@ BORDER = 1      # void band around every object, as in VOC's annotations
 SCALE = 1.2     # object radius: 17..29% of the image side
 THIN = 4.0      # half-width (pixels) of rings' and crosses' strokes, at least
 MAX_OBJECTS = 3
-ONE_CLASS_PER_SCENE = True
+ONE_CLASS_PER_SCENE = True    # see the module docstring
 MEAN_RGB = np.array(VOC_MEAN[::-1])
 
 
