@@ -104,7 +104,7 @@ def pretrain_classifier(out, iters, log, seed=SEED):
 # faster relative to its size. SGD (momentum 0.9, rates 1.6e-7 / 8e-8 /
 # 8e-8 per pixel) left FCN-32s undertrained, with mean IUs that hung on
 # seed and BLAS thread count (FCN-32s 0.17-0.40, FCN-8s 0.49-0.82 over the
-# grid). Adam (Caffe's `type: "Adam"`) scales each parameter's step by
+# grid at commit 75bcbfe). Adam (Caffe's `type: "Adam"`) scales each parameter's step by
 # its own gradient history, so neither that imbalance nor the size of the
 # unnormalised loss (a sum over ~16k pixels, kept as in the papers) sets
 # the rate: one base_lr, 1e-3, serves every stage. The rate still decays
