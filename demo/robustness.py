@@ -12,6 +12,10 @@ OUT/robustness.md and OUT/robustness.json, stamped with date and machine.
 --jobs N runs N demos at once: the scores do not change, the times do (each
 run then shares the cores; the table says how many ran at once).
 
+--reuse --finished-only reports only the runs already finished (when the
+grid could not finish in time): the missing runs are named and the targets
+count as missed.
+
 --readme also rewrites the README's demo results (between the
 `demo-results` markers) from this grid and copies the reference run's
 (2 threads, seed 1337: what `make demo` does after `make install`)
@@ -157,6 +161,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="demo runs at once (default 1)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the results of runs already finished under --out")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="with --reuse: report the runs already finished under --out and run none; "
+                             "the table names the missing ones and the targets count as missed")
     parser.add_argument("--note", help="a sentence to print under the table (e.g. how runs were reused)")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's demo results and docs/demo-predictions.png")
@@ -173,6 +180,8 @@ def main(argv=None):
 
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
+    if args.finished_only and not args.reuse:
+        parser.error("--finished-only reads finished runs: it needs --reuse")
     t0 = time.time()
 
     fresh = {}
@@ -185,6 +194,15 @@ def main(argv=None):
         return out, run_one(out, threads, seed, args.quick, log)
 
     grid = [(t, s) for t in args.threads for s in args.seeds]
+    missing = []
+    if args.finished_only:
+        missing = [(t, s) for t, s in grid if not os.path.exists(
+            os.path.join(args.out, f"threads{t}-seed{s}", "results.json"))]
+        grid = [key for key in grid if key not in missing]
+        if not grid or (args.readme and REFERENCE in missing):
+            print(f"demo.robustness: error: --finished-only: "
+                  f"{'the reference run' if grid else 'no run'} has finished under {args.out}", file=sys.stderr)
+            return 2
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {key: pool.submit(one, *key) for key in grid}
         try:
@@ -202,6 +220,9 @@ def main(argv=None):
         log(f"[robustness] threads {threads} seed {seed}: "
             + "  ".join(f"{s} {v:.3f}" for s, v in ius.items()))
     summary, checks = summarise(rows)
+    if missing:
+        checks[f"the full grid ({len(missing)} of {len(grid) + len(missing)} runs not finished: "
+               + ", ".join(f"threads {t} seed {s}" for t, s in missing) + ")"] = False
     machine = host_info()
     all_reused = args.reuse and all(ran is False for ran in fresh.values())
     md = report(rows, summary, checks, machine, command, None if all_reused else args.jobs, args.note)

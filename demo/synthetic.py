@@ -3,7 +3,12 @@
 Each class has its own colour family and texture, so *what* an object is
 is quick to learn on a CPU; rings and crosses have strokes a few pixels
 wide that a 32-pixel output stride cannot place, so *where* it is needs the
-finer strides -- the point of FCN-16s and FCN-8s.
+finer strides -- the point of FCN-16s and FCN-8s. The objects of a scene
+share one class (ONE_CLASS_PER_SCENE): on 128x128 scenes every FCN-32s
+output sees the whole image through fc6's 224-pixel window, so scenes
+mixing classes asked FCN-32s to tell objects apart by position alone; with
+mixed scenes FCN-8s ended between 0.71 and 0.82 mean IU on two seeds, with
+one class per scene at 0.91 on both.
 """
 import io
 import os
@@ -21,6 +26,7 @@ BORDER = 1      # void band around every object, as in VOC's annotations
 SCALE = 1.2     # object radius: 17..29% of the image side
 THIN = 4.0      # half-width (pixels) of rings' and crosses' strokes, at least
 MAX_OBJECTS = 3
+ONE_CLASS_PER_SCENE = True    # see the module docstring
 MEAN_RGB = np.array(VOC_MEAN[::-1])
 
 
@@ -60,8 +66,9 @@ COLOUR_OF = {1: (200, 70, 60), 2: (60, 170, 70), 3: (70, 90, 210), 4: (210, 190,
 COLOUR_JITTER = 30
 
 
-def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
-    """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene."""
+def render(rng, h, w, n_objects=None, classes=None, scale=SCALE, one_class=False):
+    """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene;
+    `one_class`: every object of the scene of one class."""
     base = rng.uniform(70, 150, size=3)
     lowfreq = rng.randn(3, 4, 4) * 18
     bg = np.stack([np.array(Image.fromarray(c.astype(np.float32)).resize((w, h), Image.BILINEAR))
@@ -69,8 +76,10 @@ def render(rng, h, w, n_objects=None, classes=None, scale=SCALE):
     image = base + bg + rng.randn(h, w, 3) * 6
     label = np.zeros((h, w), dtype=np.uint8)
     n_objects = n_objects or rng.randint(1, MAX_OBJECTS + 1)
+    cls = None
     for _ in range(n_objects):
-        cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
+        if cls is None or not one_class:
+            cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
         mask = _object_mask(rng, cls, h, w, scale)
         colour = np.array(COLOUR_OF[cls]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
         tex = _texture(rng, TEXTURE_OF[cls], h, w)[..., None] * 45
@@ -105,7 +114,7 @@ def write_voc_layout(root, n_train=120, n_val=30, size=(96, 96), seed=1337):
     for split, count in (("train", n_train), ("val", n_val)):
         for i in range(count):
             ident = f"{split}_{i:04d}"
-            image, label = render(rng, *size)
+            image, label = render(rng, *size, one_class=ONE_CLASS_PER_SCENE)
             atomic_write(os.path.join(root, "JPEGImages", ident + ".jpg"),
                          _jpeg_bytes(Image.fromarray(image)))
             png = Image.fromarray(label, mode="P")

@@ -34,6 +34,7 @@ from .metrics import METRIC_KEYS
 from .weights import load_weights
 
 SEED = 1337
+HISTORY_ROUNDS = {"Adam": 2, "AdaDelta": 2}   # history blobs per parameter blob, by solver type
 
 
 class RunError(UserError):
@@ -123,7 +124,7 @@ class Run:
         staged_param.test_net[0] = os.path.abspath(staged["val"])
         staged_solver = os.path.join(self.staging, os.path.basename(self.solver_path))
         atomic_write(staged_solver, text_format.MessageToString(staged_param))
-        self.solver = caffe.SGDSolver(staged_solver)
+        self.solver = caffe.get_solver(staged_solver)    # the class its `type` names (SGD by default)
         # The val split's size is known once its data layer has read the split.
         self.val_size = len(data_layer(self.solver.test_nets[0]).ids)
         self.param.test_iter[0] = self.val_size
@@ -191,7 +192,7 @@ class Run:
         that does not fit). Its weights are the caffemodel of the same name
         beside it when there is one (a copied run directory resumes from its
         own weights), else the path the state names."""
-        parsed = check_solverstate(state, self.solver.net, self.model.name)
+        parsed = check_solverstate(state, self.solver.net, self.model.name, self.param.type)
         weights = state_weights(state, parsed)
         cleared = type(parsed)()
         cleared.CopyFrom(parsed)
@@ -396,13 +397,15 @@ def solverstate_iter(path):
     return read_solverstate(path).iter
 
 
-def check_solverstate(path, net, model_name="the model"):
+def check_solverstate(path, net, model_name="the model", solver_type="SGD"):
     """The parsed state of `path` once it is known to fit `net` (a train net):
-    one momentum history blob per learnable parameter blob, in order, with
-    the same shapes (Caffe CHECK-fails, exit 134, on a wrong count)."""
+    one history blob per learnable parameter blob, in order, with the same
+    shapes -- two rounds of them for Adam and AdaDelta, which keep two
+    moments (Caffe CHECK-fails, exit 134, on a wrong count)."""
     state = read_solverstate(path)
     expected = [(name, j, blob.data.shape) for name, blobs in net.params.items()
                 for j, blob in enumerate(blobs)]
+    expected *= HISTORY_ROUNDS.get(solver_type, 1)
     hint = "a state of another model or width, or a truncated file"
     if len(state.history) != len(expected):
         raise RunError(f"--resume: {path} holds {len(state.history)} history blobs; {model_name} "

@@ -115,3 +115,25 @@ def test_robustness_grid_of_quick_demos(tmp_path):
     table = (out / "robustness.md").read_text()
     assert table.count("\n| 1 | ") == 2 and "| spread |" in table
     assert json.load(open(out / "robustness.json"))["runs"][1]["seed"] == 6
+
+
+def test_finished_only_reports_what_finished_and_names_the_rest(tmp_path, capsys):
+    """A grid cut short by time: the finished runs make the table, the
+    missing ones are named, and the targets cannot read as met."""
+    out = tmp_path / "grid"
+    for (threads, seed), ius in {(1, 5): (0.40, 0.60, 0.90), (1, 6): (0.41, 0.61, 0.91),
+                                 (2, 5): (0.42, 0.62, 0.92)}.items():
+        (out / f"threads{threads}-seed{seed}").mkdir(parents=True)
+        write_results(out / f"threads{threads}-seed{seed}" / "results.json",
+                      dict(zip(robustness.STAGES, ius)))
+    args = ["--threads", "1,2", "--seeds", "5,6", "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        robustness.main(args + ["--finished-only"])
+    assert exc.value.code == 2 and "needs --reuse" in capsys.readouterr().err
+    assert robustness.main(args + ["--reuse", "--finished-only"]) == 1
+    table = (out / "robustness.md").read_text()
+    assert table.count("\n| ") == 1 + 3 + 2                # header, 3 runs, range, spread
+    assert "| 2 | 5 | 0.420 | 0.620 | 0.920 | +0.500 | 300 |" in table
+    assert "- MISSED: the full grid (1 of 4 runs not finished: threads 2 seed 6)" in table
+    assert "- met: FCN-8s mean IU >= 0.60 in every run" in table
+    assert not (out / "threads2-seed6").exists()            # nothing was run

@@ -50,10 +50,11 @@ def toy_dataset(root):
                    train=Source(voc, root, "train"), val=Source(voc, root, "val"))
 
 
-def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True, workers=None):
+def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True, workers=None,
+             solver=None):
     run = Run.open(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
-              solver_overrides=dict(base_lr=lr), snapshot_every=snapshot_every, prefetch=prefetch,
-              workers=workers)
+                   solver_overrides=dict(base_lr=lr, **(solver or {})), snapshot_every=snapshot_every,
+                   prefetch=prefetch, workers=workers)
     rng = np.random.RandomState(0)
     for blobs in run.solver.net.params.values():
         blobs[0].data[...] = rng.randn(*blobs[0].data.shape) * 0.05
@@ -65,14 +66,21 @@ def quiet(_msg):
     pass
 
 
-def test_resume_continues_with_identical_losses(toy_root, tmp_path):
-    a = make_run(toy_root, tmp_path / "a", snapshot_every=3)
+@pytest.mark.parametrize("solver, lr, cls", [
+    ({}, 1e-7, caffe.SGDSolver),
+    (dict(type="Adam", momentum=0.9, momentum2=0.999), 1e-4, caffe.AdamSolver),  # the demo's solver
+])
+def test_resume_continues_with_identical_losses(toy_root, tmp_path, solver, lr, cls):
+    """Resuming replays the same losses, for SGD (one history blob per
+    parameter) and Adam (two: its state must round-trip too)."""
+    a = make_run(toy_root, tmp_path / "a", lr=lr, snapshot_every=3, solver=solver)
+    assert type(a.solver) is cls                       # the solver the `type` field names
     a.train(6, display=1, log=quiet)
     losses_a = [loss for _, loss in a.history]
     state = tmp_path / "a" / "snapshots" / "train_iter_3.solverstate"
     assert state.exists()
 
-    b = make_run(toy_root, tmp_path / "b")
+    b = make_run(toy_root, tmp_path / "b", lr=lr, solver=solver)
     b.resume(str(state))
     assert b.solver.iter == 3
     assert data_layer(b.solver.net).stream.pids          # resumed on the loader processes
