@@ -37,6 +37,15 @@ def timeit(fn, runs, warmup=1):
                 all_ms=[round(t, 2) for t in times])
 
 
+def reset_peak_rss():
+    """Restart this process's VmHWM from its current RSS (Linux >= 4.0), so
+    that a later peak_rss_mb() counts only what follows."""
+    import gc
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 # ---- child processes -----------------------------------------------------------
 def emit(result):
     """A child's answer: one tagged JSON line on stdout."""

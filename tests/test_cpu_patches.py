@@ -165,3 +165,23 @@ def test_shared_workspace_lowers_peak_memory():
     (measured: 1823 MB unpatched, 870 MB patched)."""
     reference, patched = child_peak_mb(True), child_peak_mb(False)
     assert reference - patched > 500, (reference, patched)
+
+
+def test_layer_profile_times_every_layer():
+    """bench.layer_profile's figures cover the whole net, one row per layer."""
+    from bench import layer_profile
+    r = layer_profile.measure("voc-fcn-alexnet", "96x96", runs=1)
+    net = common.load_net(common.deploy_proto("voc-fcn-alexnet", (96, 96)))
+    assert [l["name"] for l in r["layers"]] == list(net._layer_names)
+    assert all(l["ms"] >= 0 for l in r["layers"])
+    assert r["total_ms"] == pytest.approx(sum(l["ms"] for l in r["layers"]))
+    by_type = {g["type"]: g for g in layer_profile.by_type(r)}
+    assert by_type["Convolution"]["gflops"] > 0 and by_type["ReLU"]["gflops"] is None
+    assert sum(g["share"] for g in by_type.values()) == pytest.approx(1.0)
+
+
+def test_before_after_rejects_a_directory_without_caffe(tmp_path):
+    from bench import before_after
+    with pytest.raises(SystemExit, match="no caffe/__init__.py"):
+        before_after.before_env(str(tmp_path))
+    assert before_after.before_env("reference") == {"CAFFE_CPU_REFERENCE": "1"}

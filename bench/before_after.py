@@ -1,0 +1,113 @@
+"""Our Caffe CPU patches (docker/patches/0007+) before and after, against PyTorch.
+
+    python -m bench.before_after --before /path/to/unpatched/site-cpu
+    python -m bench.before_after --before reference      # CAFFE_CPU_REFERENCE=1 instead
+    python -m bench.before_after --models voc-fcn8s --sizes 500x500 --threads 2 --runs 1
+
+For every model x input size x thread count, three children back to back:
+Caffe "before", Caffe "after" (this environment's caffe) and PyTorch
+(bench.torch_ref), each timing the forward (median of --runs after a
+warm-up) and reporting its own peak RSS. "Before" is either an unpatched
+pycaffe build -- a directory holding its `caffe` package, put first on the
+child's PYTHONPATH (the child reports which caffe it imported) -- or
+`reference`: this build with CAFFE_CPU_REFERENCE=1 (unpatched convolution
+buffers and serial loops, but with the Crop fix of 0008). The SGEMM peak
+(bench.peak) is measured once per thread count for the fraction-of-peak
+columns; the table records the load average before every configuration.
+"""
+import argparse
+import os
+
+from . import common, fcn_speed, peak
+
+MODELS = ("voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet")
+SIZES = ("500x500", "1000x1000")
+THREADS = (1, 2)
+
+
+def before_env(before):
+    """Child environment of the "before" build."""
+    if before == "reference":
+        return {"CAFFE_CPU_REFERENCE": "1"}
+    site = os.path.abspath(before)
+    if not os.path.isfile(os.path.join(site, "caffe", "__init__.py")):
+        raise SystemExit(f"--before {before}: no caffe/__init__.py there "
+                         "(expected a directory holding an unpatched pycaffe, e.g. .cache/caffe/site-cpu)")
+    return {"PYTHONPATH": os.pathsep.join([common.ROOT, site]), "CAFFE_CPU_REFERENCE": "0"}
+
+
+def caffe_child(model, size, runs, threads, env):
+    r = common.run_child("fcn_speed", [model, size, "fwd", runs],
+                         env=dict(env, **common.thread_env(threads)))
+    return r
+
+
+def run(models, sizes, threads_list, runs, before, log=print):
+    rows = []
+    peaks = {t: peak.best(peak.run([t], runs=5)[0]) for t in threads_list}
+    log(f"SGEMM peak: {peaks}")
+    env_before = before_env(before)
+    for model in models:
+        for size in sizes:
+            for threads in threads_list:
+                load = os.getloadavg()[0]
+                b = caffe_child(model, size, runs, threads, env_before)
+                a = caffe_child(model, size, runs, threads, {"CAFFE_CPU_REFERENCE": "0"})
+                t = common.run_child("torch_ref", [model, size, runs, threads],
+                                     env=common.thread_env(threads))
+                row = dict(model=fcn_speed.SHORT.get(model, model), size=size, threads=threads,
+                           load=load, peak=peaks[threads],
+                           before_ms=b.get("ms"), after_ms=a.get("ms"), torch_ms=t.get("ms"),
+                           before_rss=b.get("peak_rss_mb"), after_rss=a.get("peak_rss_mb"),
+                           torch_rss=t.get("peak_rss_mb"), before_caffe=b.get("caffe"),
+                           error="; ".join(x["error"] for x in (b, a, t) if "error" in x) or None)
+                for key, r in (("before", b), ("after", a)):
+                    if "gflops" in r and peaks[threads]:
+                        row[key + "_peak"] = r["gflops"] / peaks[threads]
+                if row["after_ms"] and row["torch_ms"]:
+                    row["after_ratio"] = row["after_ms"] / row["torch_ms"]
+                if row["before_ms"] and row["torch_ms"]:
+                    row["before_ratio"] = row["before_ms"] / row["torch_ms"]
+                if row["after_rss"] and row["torch_rss"]:
+                    row["rss_ratio"] = row["after_rss"] / row["torch_rss"]
+                log(f"  {model} {size} {threads}t: before {row['before_ms']} after {row['after_ms']} "
+                    f"torch {row['torch_ms']} ms" + (f" ({row['error']})" if row["error"] else ""))
+                rows.append(row)
+    return rows
+
+
+COLUMNS = [("model", "model", None), ("size", "input", None), ("threads", "threads", None),
+           ("before_ms", "before ms", "{:.0f}"), ("after_ms", "after ms", "{:.0f}"),
+           ("torch_ms", "PyTorch ms", "{:.0f}"),
+           ("before_peak", "before of peak", "{:.0%}"), ("after_peak", "after of peak", "{:.0%}"),
+           ("before_ratio", "before / PyTorch", "{:.2f}"), ("after_ratio", "after / PyTorch", "{:.2f}"),
+           ("before_rss", "before RSS MiB", "{:.0f}"), ("after_rss", "after RSS MiB", "{:.0f}"),
+           ("torch_rss", "PyTorch RSS MiB", "{:.0f}"), ("load", "load avg", "{:.2f}")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--before", required=True,
+                   help="directory holding an unpatched `caffe` package, or 'reference'")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--sizes", default=",".join(SIZES))
+    p.add_argument("--threads", default=",".join(map(str, THREADS)))
+    p.add_argument("--runs", type=int, default=1, help="timed runs after one warm-up")
+    args = p.parse_args(argv)
+    env = before_env(args.before)      # fail early on a bad --before
+    del env
+    host = common.host_info()
+    others = common.OtherLoad()
+    rows = run(args.models.split(","), args.sizes.split(","),
+               [int(t) for t in args.threads.split(",")], args.runs, args.before)
+    print(f"{host['host']} ({host['cpu']}, {host['cores']} cores), {host['date']}, "
+          f"load average at start {host['loadavg'][0]:.2f}; before = {args.before}\n")
+    print(common.markdown(rows, COLUMNS))
+    peaks = {r["threads"]: r["peak"] for r in rows}
+    print("\nSGEMM peak GFLOP/s: " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peaks.items()))
+    print("Caffe before: " + ", ".join(sorted({str(r["before_caffe"]) for r in rows})))
+    print(f"Other processes kept {others.cores():.2f} cores busy on average during the run.")
+
+
+if __name__ == "__main__":
+    main()
