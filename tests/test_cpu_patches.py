@@ -185,3 +185,60 @@ def test_before_after_rejects_a_directory_without_caffe(tmp_path):
     with pytest.raises(SystemExit, match="no caffe/__init__.py"):
         before_after.before_env(str(tmp_path))
     assert before_after.before_env("reference") == {"CAFFE_CPU_REFERENCE": "1"}
+
+
+VARIANTS = """
+force_backward: true
+input: "data" input_shape { dim: 2 dim: 4 dim: 23 dim: 19 }
+layer { name: "pad" type: "Convolution" bottom: "data" top: "pad"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 5 } }
+layer { name: "grouped_dilated" type: "Convolution" bottom: "pad" top: "grouped_dilated"
+        convolution_param { num_output: 8 kernel_size: 3 stride: 2 group: 2 pad: 1 dilation: 2 } }
+layer { name: "one_by_one" type: "Convolution" bottom: "grouped_dilated" top: "one_by_one"
+        convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "rectangular" type: "Convolution" bottom: "one_by_one" top: "rectangular"
+        convolution_param { num_output: 5 kernel_h: 2 kernel_w: 5 stride_h: 3 stride_w: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "rectangular" top: "up"
+        convolution_param { num_output: 4 kernel_size: 4 stride: 2 } }
+layer { name: "up_grouped" type: "Deconvolution" bottom: "up" top: "up_grouped"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 3 group: 2 pad: 1 } }
+"""
+
+
+def test_convolution_variants_match_unpatched(tmp_path, monkeypatch):
+    """Groups, dilation, rectangular kernels and strides, 1x1, batch 2, and
+    deconvolutions whose weights learn (their backward reuses the im2col of
+    the weight gradient when it fits one chunk), with all gradients."""
+    path = tmp_path / "variants.prototxt"
+    path.write_text(VARIANTS)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.RandomState(0)
+    for params in net.params.values():
+        for p in params:
+            p.data[...] = rng.randn(*p.data.shape)
+    net.blobs["data"].data[...] = rng.randn(*net.blobs["data"].data.shape)
+    top_diff = rng.randn(*net.blobs["up_grouped"].data.shape)
+
+    def step(forward_reference, backward_reference):
+        for params in net.params.values():
+            for p in params:
+                p.diff[...] = 0
+        monkeypatch.setenv("CAFFE_CPU_REFERENCE", "1" if forward_reference else "0")
+        net.forward()
+        net.blobs["up_grouped"].diff[...] = top_diff
+        monkeypatch.setenv("CAFFE_CPU_REFERENCE", "1" if backward_reference else "0")
+        net._backward(len(net.layers) - 1, 0)
+        out = {name: blob.data.copy() for name, blob in net.blobs.items()}
+        out.update({f"{name} diff": blob.diff.copy() for name, blob in net.blobs.items()})
+        out.update({f"{name}[{i}] diff": p.diff.copy()
+                    for name, params in net.params.items() for i, p in enumerate(params)})
+        return out
+
+    monkeypatch.delenv("CAFFE_CONV_WORKSPACE_MB", raising=False)
+    reference = step(True, True)
+    assert np.abs(reference["data diff"]).max() > 0 and np.abs(reference["up[0] diff"]).max() > 0
+    patched = step(False, False)
+    assert all(np.array_equal(reference[k], patched[k]) for k in reference), \
+        "one chunk per convolution must make the unpatched BLAS calls"
+    monkeypatch.setenv("CAFFE_CONV_WORKSPACE_MB", TINY_CAP_MB)
+    assert_close(reference, step(False, False), "tiny workspace")
