@@ -9,7 +9,8 @@ Caffe "before", Caffe "after" (this environment's caffe) and PyTorch
 (bench.torch_ref), each timing the forward (median of --runs after a
 warm-up) and reporting its own peak RSS. "Before" is either an unpatched
 pycaffe build -- a directory holding its `caffe` package, put first on the
-child's PYTHONPATH (the child reports which caffe it imported) -- or
+child's PYTHONPATH, its libcaffe.so first on LD_LIBRARY_PATH (the child
+reports which caffe and libcaffe it loaded) -- or
 `reference`: this build with CAFFE_CPU_REFERENCE=1 (unpatched convolution
 buffers and serial loops, but with the Crop fix of 0008). The SGEMM peak
 (bench.peak) is measured once per thread count for the fraction-of-peak
@@ -33,7 +34,14 @@ def before_env(before):
     if not os.path.isfile(os.path.join(site, "caffe", "__init__.py")):
         raise SystemExit(f"--before {before}: no caffe/__init__.py there "
                          "(expected a directory holding an unpatched pycaffe, e.g. .cache/caffe/site-cpu)")
-    return {"PYTHONPATH": os.pathsep.join([common.ROOT, site]), "CAFFE_CPU_REFERENCE": "0"}
+    env = {"PYTHONPATH": os.pathsep.join([common.ROOT, site]), "CAFFE_CPU_REFERENCE": "0"}
+    # _caffe.so finds libcaffe.so through its RUNPATH, whose first entry names
+    # the tree it was built in; LD_LIBRARY_PATH goes first, so the copy's own
+    # library (at $ORIGIN/../../build/lib, Caffe's layout) is the one loaded
+    lib = os.path.join(os.path.realpath(os.path.join(site, "caffe")), "..", "..", "build", "lib")
+    if os.path.isdir(lib):
+        env["LD_LIBRARY_PATH"] = os.path.realpath(lib)
+    return env
 
 
 def caffe_child(model, size, runs, threads, env):
@@ -59,7 +67,9 @@ def run(models, sizes, threads_list, runs, before, log=print):
                            load=load, peak=peaks[threads],
                            before_ms=b.get("ms"), after_ms=a.get("ms"), torch_ms=t.get("ms"),
                            before_rss=b.get("peak_rss_mb"), after_rss=a.get("peak_rss_mb"),
-                           torch_rss=t.get("peak_rss_mb"), before_caffe=b.get("caffe"),
+                           torch_rss=t.get("peak_rss_mb"),
+                           before_caffe=f"{b.get('caffe')} ({b.get('libcaffe')})",
+                           after_caffe=f"{a.get('caffe')} ({a.get('libcaffe')})",
                            error="; ".join(x["error"] for x in (b, a, t) if "error" in x) or None)
                 for key, r in (("before", b), ("after", a)):
                     if "gflops" in r and peaks[threads]:
@@ -105,7 +115,8 @@ def main(argv=None):
     print(common.markdown(rows, COLUMNS))
     peaks = {r["threads"]: r["peak"] for r in rows}
     print("\nSGEMM peak GFLOP/s: " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peaks.items()))
-    print("Caffe before: " + ", ".join(sorted({str(r["before_caffe"]) for r in rows})))
+    for key in ("before_caffe", "after_caffe"):
+        print(f"Caffe {key[:-6]}: " + ", ".join(sorted({str(r[key]) for r in rows})))
     print(f"Other processes kept {others.cores():.2f} cores busy on average during the run.")
 
 

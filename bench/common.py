@@ -197,6 +197,16 @@ def loaded_blas():
     return sorted(found)
 
 
+def loaded_libcaffe():
+    """Real path of the libcaffe.so mapped into this process (None if none)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            if re.search(r"/libcaffe\.so", path):
+                return os.path.realpath(path)
+    return None
+
+
 def blas_variant(realpath):
     """'openblas-pthread', 'blis-openmp', ... from a library's real path."""
     parent = os.path.basename(os.path.dirname(realpath))

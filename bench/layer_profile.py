@@ -2,12 +2,14 @@
 
     python -m bench.layer_profile                          # FCN-8s 500x500, all cores
     python -m bench.layer_profile --models voc-fcn8s --size 500x500 --threads 1 --runs 3
-    python -m bench.layer_profile --reference              # the unpatched CPU paths
+    python -m bench.layer_profile --before /path/to/unpatched/site-cpu   # an unpatched build
+    python -m bench.layer_profile --before reference       # CAFFE_CPU_REFERENCE=1
 
 Each layer is timed alone (`net._forward(i, i)`, median of --runs passes
 after a warm-up pass) in a child process with its own thread environment;
-`--reference` sets CAFFE_CPU_REFERENCE=1 there, which makes our patched Caffe
-run its CPU layers as unpatched BVLC Caffe does (docker/patches/0007+).
+`--before` profiles the unpatched Caffe instead, as bench.before_after does
+(a directory holding an unpatched `caffe` package, or `reference`: this build
+running its CPU layers as unpatched BVLC Caffe does, docker/patches/0007+).
 Convolutions report GFLOP/s (bench.flops); the table groups the rest by type.
 """
 import argparse
@@ -42,11 +44,13 @@ def measure(model, size, runs):
                 peak_rss_mb=common.peak_rss_mb())
 
 
-def run(model=MODELS[0], size=SIZE, runs=3, threads=None, reference=False):
+def run(model=MODELS[0], size=SIZE, runs=3, threads=None, before=None):
+    """Profile in a child: this build, or with `before` the unpatched one."""
+    from .before_after import before_env
     env = dict(common.thread_env(threads or common.N_CORES),
-               CAFFE_CPU_REFERENCE="1" if reference else "0")
+               **(before_env(before) if before else {"CAFFE_CPU_REFERENCE": "0"}))
     r = common.run_child("layer_profile", [model, size, runs], env=env)
-    r.update(model=model, size=size, threads=threads or common.N_CORES, reference=reference)
+    r.update(model=model, size=size, threads=threads or common.N_CORES, before=before)
     return r
 
 
@@ -84,7 +88,7 @@ def report(result):
     if "error" in result:
         return f"{result['model']} {result['size']}: failed: {result['error']}"
     head = (f"{result['model']} {result['size']}, {result['threads']} thread(s), "
-            f"{'unpatched (CAFFE_CPU_REFERENCE=1)' if result['reference'] else 'patched'}: "
+            f"{'unpatched (' + result['before'] + ')' if result['before'] else 'patched'}: "
             f"{result['total_ms']:.0f} ms summed over layers, peak RSS {result['peak_rss_mb']:.0f} MiB")
     return "\n\n".join([head, common.markdown(by_type(result), TYPE_COLUMNS),
                         common.markdown(top_layers(result), LAYER_COLUMNS)])
@@ -98,15 +102,15 @@ def main(argv=None):
     p.add_argument("--size", default=SIZE)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="default: all cores")
-    p.add_argument("--reference", action="store_true",
-                   help="CAFFE_CPU_REFERENCE=1: the unpatched CPU code paths")
+    p.add_argument("--before", default=None,
+                   help="profile the unpatched Caffe: a directory holding its caffe package, or 'reference'")
     args = p.parse_args(argv)
     if args.child:
         model, size, runs = args.config
         common.emit(measure(model, size, int(runs)))
         return
     for model in args.models.split(","):
-        print(report(run(model, args.size, args.runs, args.threads, args.reference)) + "\n")
+        print(report(run(model, args.size, args.runs, args.threads, args.before)) + "\n")
 
 
 if __name__ == "__main__":
