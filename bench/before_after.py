@@ -17,6 +17,8 @@ buffers and serial loops, but with the Crop fix of 0008). The SGEMM peak
 columns; the table records the load average before every configuration.
 """
 import argparse
+import datetime
+import json
 import os
 
 from . import common, fcn_speed, peak
@@ -103,6 +105,8 @@ def main(argv=None):
     p.add_argument("--sizes", default=",".join(SIZES))
     p.add_argument("--threads", default=",".join(map(str, THREADS)))
     p.add_argument("--runs", type=int, default=1, help="timed runs after one warm-up")
+    p.add_argument("--no-save", action="store_true",
+                   help="do not write bench/results/before-after-<host>-<date>.json")
     args = p.parse_args(argv)
     env = before_env(args.before)      # fail early on a bad --before
     del env
@@ -117,7 +121,16 @@ def main(argv=None):
     print("\nSGEMM peak GFLOP/s: " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peaks.items()))
     for key in ("before_caffe", "after_caffe"):
         print(f"Caffe {key[:-6]}: " + ", ".join(sorted({str(r[key]) for r in rows})))
-    print(f"Other processes kept {others.cores():.2f} cores busy on average during the run.")
+    other = others.cores()
+    print(f"Other processes kept {other:.2f} cores busy on average during the run.")
+    if not args.no_save:
+        os.makedirs(common.RESULTS, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+        path = os.path.join(common.RESULTS, f"before-after-{host['host']}-{stamp}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(dict(host=host, before=args.before, other_cores=other, rows=rows), f, indent=1)
+        os.replace(path + ".tmp", path)
+        print(f"wrote {os.path.relpath(path, common.ROOT)}")
 
 
 if __name__ == "__main__":
