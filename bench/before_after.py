@@ -14,7 +14,8 @@ reports which caffe and libcaffe it loaded) -- or
 `reference`: this build with CAFFE_CPU_REFERENCE=1 (unpatched convolution
 buffers and serial loops, but with the Crop fix of 0008). The SGEMM peak
 (bench.peak) is measured once per thread count for the fraction-of-peak
-columns; the table records the load average before every configuration.
+columns, after the configurations; the table records the load average
+before every configuration.
 """
 import argparse
 import datetime
@@ -54,8 +55,6 @@ def caffe_child(model, size, runs, threads, env):
 
 def run(models, sizes, threads_list, runs, before, log=print):
     rows = []
-    peaks = {t: peak.best(peak.run([t], runs=5)[0]) for t in threads_list}
-    log(f"SGEMM peak: {peaks}")
     env_before = before_env(before)
     for model in models:
         for size in sizes:
@@ -66,16 +65,13 @@ def run(models, sizes, threads_list, runs, before, log=print):
                 t = common.run_child("torch_ref", [model, size, runs, threads],
                                      env=common.thread_env(threads))
                 row = dict(model=fcn_speed.SHORT.get(model, model), size=size, threads=threads,
-                           load=load, peak=peaks[threads],
+                           load=load, gflops={"before": b.get("gflops"), "after": a.get("gflops")},
                            before_ms=b.get("ms"), after_ms=a.get("ms"), torch_ms=t.get("ms"),
                            before_rss=b.get("peak_rss_mb"), after_rss=a.get("peak_rss_mb"),
                            torch_rss=t.get("peak_rss_mb"),
                            before_caffe=f"{b.get('caffe')} ({b.get('libcaffe')})",
                            after_caffe=f"{a.get('caffe')} ({a.get('libcaffe')})",
                            error="; ".join(x["error"] for x in (b, a, t) if "error" in x) or None)
-                for key, r in (("before", b), ("after", a)):
-                    if "gflops" in r and peaks[threads]:
-                        row[key + "_peak"] = r["gflops"] / peaks[threads]
                 if row["after_ms"] and row["torch_ms"]:
                     row["after_ratio"] = row["after_ms"] / row["torch_ms"]
                 if row["before_ms"] and row["torch_ms"]:
@@ -85,6 +81,14 @@ def run(models, sizes, threads_list, runs, before, log=print):
                 log(f"  {model} {size} {threads}t: before {row['before_ms']} after {row['after_ms']} "
                     f"torch {row['torch_ms']} ms" + (f" ({row['error']})" if row["error"] else ""))
                 rows.append(row)
+    # the SGEMM peak last, when the configurations are done (same machine state)
+    peaks = {t: peak.best(peak.run([t], runs=5)[0]) for t in threads_list}
+    log(f"SGEMM peak: {peaks}")
+    for row in rows:
+        row["peak"] = peaks[row["threads"]]
+        for key, gflops in row["gflops"].items():
+            if gflops and row["peak"]:
+                row[key + "_peak"] = gflops / row["peak"]
     return rows
 
 
