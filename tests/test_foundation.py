@@ -89,7 +89,7 @@ def pristine_archive():
 def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
                     "--strip-components=1"], check=True)
-    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 10)]
+    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 11)]
     for path in PATCHES:
         with open(path) as f:
             out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
