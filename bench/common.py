@@ -37,6 +37,15 @@ def timeit(fn, runs, warmup=1):
                 all_ms=[round(t, 2) for t in times])
 
 
+def reset_peak_rss():
+    """Restart this process's VmHWM from its current RSS (Linux >= 4.0), so
+    that a later peak_rss_mb() counts only what follows."""
+    import gc
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 # ---- child processes -----------------------------------------------------------
 def emit(result):
     """A child's answer: one tagged JSON line on stdout."""
@@ -176,16 +185,26 @@ def caffe_blas():
     raise RuntimeError("ldd of _caffe.so shows no BLAS library:\n" + out)
 
 
-def loaded_blas():
-    """Real paths of the BLAS libraries mapped into this process, except the
-    copies bundled in wheels (numpy's and torch's own)."""
+def mapped_libraries(pattern):
+    """Real paths of the files mapped into this process that match `pattern`."""
     found = set()
     with open("/proc/self/maps") as f:
         for line in f:
             path = line.split()[-1] if len(line.split()) >= 6 else ""
-            if re.search(r"lib(open)?blas|libblis", path) and "site-packages" not in path:
+            if re.search(pattern, path):
                 found.add(os.path.realpath(path))
     return sorted(found)
+
+
+def loaded_blas():
+    """Real paths of the BLAS libraries mapped into this process, except the
+    copies bundled in wheels (numpy's and torch's own)."""
+    return [p for p in mapped_libraries(r"lib(open)?blas|libblis") if "site-packages" not in p]
+
+
+def loaded_libcaffe():
+    """Real path of the libcaffe.so mapped into this process (None if none)."""
+    return next(iter(mapped_libraries(r"/libcaffe\.so")), None)
 
 
 def blas_variant(realpath):

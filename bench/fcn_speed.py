@@ -12,6 +12,7 @@ step without the update: forward to SoftmaxWithLoss, then backward with
 the weight gradients of learnable layers and no gradient for the data.
 """
 import argparse
+import os
 
 from . import common, flops
 
@@ -47,6 +48,7 @@ def measure(model, size, mode, runs, gpu=None, seed=0):
     t = common.timeit(step, runs)
     blas = common.caffe_blas()
     return dict(model=model, size=size, mode=mode, device="cpu" if gpu is None else f"gpu{gpu}",
+                caffe=os.path.dirname(caffe.__file__), libcaffe=common.loaded_libcaffe(),
                 gmac=macs / 1e9, gflops=flops.gflop(macs) / (t["ms"] / 1e3),
                 peak_rss_mb=common.peak_rss_mb(), blas=common.blas_variant(blas["realpath"]),
                 **t)

@@ -171,6 +171,7 @@ def time_torch(model, size, runs, threads):
     import torch
     torch.set_num_threads(threads)
     _, tnet, inputs = caffe_and_torch(model, size)
+    common.reset_peak_rss()     # the Caffe net that lent its weights is gone: count torch alone
     t = common.timeit(lambda: tnet(inputs), runs)
     return dict(model=model, size=size, torch=torch.__version__, threads=threads,
                 peak_rss_mb=common.peak_rss_mb(), **t)

@@ -89,7 +89,7 @@ def pristine_archive():
 def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
                     "--strip-components=1"], check=True)
-    assert [os.path.basename(p)[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 11)]
     for path in PATCHES:
         with open(path) as f:
             out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
@@ -101,6 +101,12 @@ def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     assert "cudnnGetConvolutionForwardAlgorithm_v7" in \
         (tmp_path / "src/caffe/layers/cudnn_conv_layer.cpp").read_text()
     assert "prop.clockRate" not in (tmp_path / "src/caffe/common.cpp").read_text()
+    # 0007-0009: the shared workspace, the Crop fix, OpenMP (C++ only, not nvcc)
+    assert "conv_workspace_cpu" in (tmp_path / "src/caffe/layers/base_conv_layer.cpp").read_text()
+    assert "one copy of the whole row" in (tmp_path / "src/caffe/layers/crop_layer.cpp").read_text()
+    assert "CXXFLAGS += -fopenmp" in (tmp_path / "Makefile").read_text()
+    assert "-fopenmp" not in "".join(l for l in (tmp_path / "Makefile").read_text().splitlines()
+                                     if l.startswith("NVCCFLAGS"))
 
 
 def test_cache_key_changes_with_a_patch(tmp_path):
