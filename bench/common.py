@@ -24,6 +24,20 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 
 # ---- timing and memory ---------------------------------------------------------
+def model_parser(doc, models, size):
+    """The flags every per-model benchmark shares: --models, --size, --runs,
+    --threads, and the hidden --child/config its parent passes a child."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("config", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--models", default=",".join(models))
+    p.add_argument("--size", default=size)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="default: all cores")
+    return p
+
+
 def timeit(fn, runs, warmup=1):
     """Median / min wall time of `fn` in ms over `runs` calls after `warmup` calls."""
     for _ in range(warmup):

@@ -12,7 +12,6 @@ after a warm-up pass) in a child process with its own thread environment;
 running its CPU layers as unpatched BVLC Caffe does, docker/patches/0007+).
 Convolutions report GFLOP/s (bench.flops); the table groups the rest by type.
 """
-import argparse
 import statistics
 import time
 
@@ -95,13 +94,7 @@ def report(result):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("config", nargs="*", help=argparse.SUPPRESS)
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--size", default=SIZE)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="default: all cores")
+    p = common.model_parser(__doc__, MODELS, SIZE)
     p.add_argument("--before", default=None,
                    help="profile the unpatched Caffe: a directory holding its caffe package, or 'reference'")
     args = p.parse_args(argv)

@@ -15,7 +15,6 @@ The timing ratio compares Caffe's forward (bench.fcn_speed, its own child)
 with torch's forward in the next child, so the OpenMP pool of torch and the
 pthreads of OpenBLAS never compete for the cores.
 """
-import argparse
 
 import numpy as np
 
@@ -201,13 +200,7 @@ COLUMNS = [("model", "model", None), ("size", "input", None), ("threads", "threa
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("config", nargs="*", help=argparse.SUPPRESS)
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--size", default=SIZE)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
+    p = common.model_parser(__doc__, MODELS, SIZE)
     p.add_argument("--check", action="store_true", help="only compare the outputs")
     args = p.parse_args(argv)
     if args.child:
