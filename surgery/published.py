@@ -60,6 +60,11 @@ class Released:
         return self.model + SUFFIX
 
     @property
+    def score_text(self):
+        """The paper score as the tables print it."""
+        return "not stated" if self.paper_mean_iu is None else f"{self.paper_mean_iu:.1f}"
+
+    @property
     def size_mb(self):
         """The size the parameters imply, in MB (10^6 bytes): float32 blobs."""
         return self.params * 4 / 1e6
@@ -134,7 +139,7 @@ def rows():
     return [dict(name=f"`{r.name}`", file=f"`{r.filename}`", size=r.size_mb,
                  checksum="sha1" if r.sha1 else "none (parsed)",
                  split="{} ({})".format(*r.split),
-                 score="not stated" if r.paper_mean_iu is None else f"{r.paper_mean_iu:.1f}",
+                 score=r.score_text,
                  source=r.source) for r in RELEASED_LIST]
 
 
@@ -152,9 +157,8 @@ def table():
     lines = [f"{'name':<32} {'split':<16} {'paper mIU':>10} {'size MB':>8}  checksum  url"]
     for r in RELEASED_LIST:
         split, n = r.split
-        score = f"{r.paper_mean_iu:.1f}" if r.paper_mean_iu is not None else "not stated"
         check = "sha1" if r.sha1 else "parse"
-        lines.append(f"{r.name:<32} {f'{split} ({n})':<16} {score:>10} {r.size_mb:>8.1f}  "
+        lines.append(f"{r.name:<32} {f'{split} ({n})':<16} {r.score_text:>10} {r.size_mb:>8.1f}  "
                      f"{check:<8}  {r.url}")
     lines.append("paper mIU: reference README (VOC) or CVPR 2015 Tables 4-6 (the rest; "
                  "surgery/published.py names each); size: implied by the parameter count")
