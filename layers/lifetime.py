@@ -15,6 +15,7 @@ import weakref
 PERIOD_S = 0.5
 _watched = {}                   # id -> (weakref to the layer, name of its close method)
 _lock = threading.Lock()
+_sweeping = threading.Lock()    # one sweep at a time: two would each see the other's reference
 _thread = None
 
 
@@ -35,16 +36,17 @@ def close_when_orphaned(layer, method="close_stream"):
 
 def sweep():
     """Close the streams of the watched layers left with only Caffe's reference."""
-    with _lock:
-        entries = list(_watched.items())
-    for key, (ref, method) in entries:
-        layer = ref()
-        if layer is None or references(layer) <= 2:     # Caffe's, and `layer` here
-            with _lock:
-                _watched.pop(key, None)
-            if layer is not None:
-                getattr(layer, method)()
-        del layer
+    with _sweeping:
+        with _lock:
+            entries = list(_watched.items())
+        for key, (ref, method) in entries:
+            layer = ref()
+            if layer is None or references(layer) <= 2:     # Caffe's, and `layer` here
+                with _lock:
+                    _watched.pop(key, None)
+                if layer is not None:
+                    getattr(layer, method)()
+            del layer
 
 
 def _watch():
