@@ -11,6 +11,19 @@ from demo.synthetic import CLASSES, render
 from net_specs.datasets import VOC_MEAN
 
 
+def class_batch(rng, n, size, scale, centred=True):
+    """(N x 3 x size x size BGR-minus-mean images, N labels = object class - 1):
+    one object per scene, classes drawn uniformly."""
+    data = np.empty((n, 3, size, size), dtype=np.float32)
+    labels = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        cls = int(rng.randint(1, len(CLASSES)))
+        image, _ = render(rng, size, size, n_objects=1, classes=[cls], scale=scale, centred=centred)
+        data[i] = caffe_image(image, VOC_MEAN)
+        labels[i] = cls - 1
+    return data, labels
+
+
 class SyntheticClassLayer(caffe.Layer):
     """Tops: data (N x 3 x S x S, BGR minus mean) and label (N: object class - 1)."""
 
@@ -18,6 +31,7 @@ class SyntheticClassLayer(caffe.Layer):
         params = json.loads(self.param_str)
         self.batch, self.size = int(params["batch"]), int(params["size"])
         self.scale = float(params.get("scale", 2.0))
+        self.centred = bool(params.get("centred", True))
         self.rng = np.random.RandomState(int(params.get("seed", 1337)))
         if len(top) != 2:
             raise ValueError("SyntheticClassLayer has two tops: data, label")
@@ -27,11 +41,7 @@ class SyntheticClassLayer(caffe.Layer):
         top[1].reshape(self.batch)
 
     def forward(self, bottom, top):
-        for i in range(self.batch):
-            cls = int(self.rng.randint(1, len(CLASSES)))
-            image, _ = render(self.rng, self.size, self.size, n_objects=1, classes=[cls], scale=self.scale)
-            top[0].data[i] = caffe_image(image, VOC_MEAN)
-            top[1].data[i] = cls - 1
+        top[0].data[...], top[1].data[...] = class_batch(self.rng, self.batch, self.size, self.scale, self.centred)
 
     def backward(self, top, propagate_down, bottom):
         pass

@@ -26,6 +26,7 @@ BORDER = 1      # void band around every object, as in VOC's annotations
 SCALE = 1.2     # object radius: 17..29% of the image side
 THIN = 4.0      # half-width (pixels) of rings' and crosses' strokes, at least
 MAX_OBJECTS = 3
+CENTRE_JITTER = 0.1  # centred objects: centre within this fraction of the side from the middle
 ONE_CLASS_PER_SCENE = True    # see the module docstring
 MEAN_RGB = np.array(VOC_MEAN[::-1])
 
@@ -44,11 +45,15 @@ def _texture(rng, kind, h, w):
     return t
 
 
-def _object_mask(rng, cls, h, w, scale=1.0):
-    """Boolean mask of one object of class `cls` at a random place."""
+def _object_mask(rng, cls, h, w, scale=1.0, centred=False):
+    """Boolean mask of one object of class `cls` at a random place (near the
+    middle when `centred`)."""
     yy, xx = np.mgrid[0:h, 0:w]
     r = min(rng.uniform(0.14, 0.24) * scale, 0.45) * min(h, w)
-    cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+    if centred:
+        cy, cx = h / 2 + rng.uniform(-1, 1) * CENTRE_JITTER * h, w / 2 + rng.uniform(-1, 1) * CENTRE_JITTER * w
+    else:
+        cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
     d = np.hypot(yy - cy, xx - cx)
     if cls == 1:                                    # disc
         return d <= r
@@ -66,9 +71,10 @@ COLOUR_OF = {1: (200, 70, 60), 2: (60, 170, 70), 3: (70, 90, 210), 4: (210, 190,
 COLOUR_JITTER = 30
 
 
-def render(rng, h, w, n_objects=None, classes=None, scale=SCALE, one_class=False):
+def render(rng, h, w, n_objects=None, classes=None, scale=SCALE, one_class=False, centred=False):
     """(RGB uint8 image, label uint8 with VOID borders) of one synthetic scene;
-    `one_class`: every object of the scene of one class."""
+    `one_class`: every object of the scene of one class; `centred`: objects
+    near the middle (the classifier's crops, like ImageNet's)."""
     base = rng.uniform(70, 150, size=3)
     lowfreq = rng.randn(3, 4, 4) * 18
     bg = np.stack([np.array(Image.fromarray(c.astype(np.float32)).resize((w, h), Image.BILINEAR))
@@ -80,7 +86,7 @@ def render(rng, h, w, n_objects=None, classes=None, scale=SCALE, one_class=False
     for _ in range(n_objects):
         if cls is None or not one_class:
             cls = int(rng.choice(classes)) if classes else int(rng.randint(1, len(CLASSES)))
-        mask = _object_mask(rng, cls, h, w, scale)
+        mask = _object_mask(rng, cls, h, w, scale, centred)
         colour = np.array(COLOUR_OF[cls]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
         tex = _texture(rng, TEXTURE_OF[cls], h, w)[..., None] * 45
         image[mask] = (colour + tex)[mask]

@@ -109,6 +109,7 @@ def test_robustness_grid_of_quick_demos(tmp_path):
     for seed in (5, 6):
         results = json.load(open(out / f"threads1-seed{seed}" / "results.json"))
         assert results["seed"] == seed and results["blas_threads"] == "1"
+        assert 0.0 <= results["classifier_accuracy"] <= 1.0
     # Different seeds: different synthetic data.
     a, b = (json.load(open(out / f"threads1-seed{s}" / "results.json"))["chance_mean_iu"] for s in (5, 6))
     assert a != b
@@ -137,3 +138,30 @@ def test_finished_only_reports_what_finished_and_names_the_rest(tmp_path, capsys
     assert "- MISSED: the full grid (1 of 4 runs not finished: threads 2 seed 6)" in table
     assert "- met: FCN-8s mean IU >= 0.60 in every run" in table
     assert not (out / "threads2-seed6").exists()            # nothing was run
+
+
+def test_classifier_accuracy_counts_held_out_hits(tmp_path):
+    """A classifier that always answers one class scores that class's share
+    of the held-out scenes: the batching, reshaping and argmax are right."""
+    import caffe
+    import numpy as np
+
+    from demo import __main__ as demo_main
+    from demo.layers import class_batch
+    from net_specs import classifier
+
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(classifier("vgg16-ilsvrc", width=demo_main.WIDTH, n_classes=4, batch=1)))
+    net = caffe.Net(str(deploy), caffe.TEST)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = 0
+    net.params["fc8"][1].data[2] = 5.0          # every scene is class 2 (a ring)
+    weights = tmp_path / "always-ring.caffemodel"
+    net.save(str(weights))
+    n, seed = 40, 7
+    _, labels = class_batch(np.random.RandomState([seed, 1]), n, demo_main.CLASSIFIER_SIZE,
+                            demo_main.CLASSIFIER_OBJECT_SCALE)
+    expected = float(np.mean(labels == 2))
+    assert 0 < expected < 1
+    assert demo_main.classifier_accuracy(str(deploy), str(weights), seed, n=n, batch=16) == expected
