@@ -165,3 +165,24 @@ def test_classifier_accuracy_counts_held_out_hits(tmp_path):
     expected = float(np.mean(labels == 2))
     assert 0 < expected < 1
     assert demo_main.classifier_accuracy(str(deploy), str(weights), seed, n=n, batch=16) == expected
+
+
+def test_classifier_crops_are_centred_and_segmentation_scenes_are_not():
+    """The stand-in classifier sees its object near the middle (what fc6
+    learns in the FCN: the class at a window's centre); the segmentation
+    scenes put objects anywhere."""
+    import numpy as np
+
+    from demo import synthetic
+
+    def centres(centred):
+        rng, out = np.random.RandomState(3), []
+        for _ in range(30):
+            _, label = synthetic.render(rng, 224, 224, n_objects=1, classes=[1], scale=1.0, centred=centred)
+            yy, xx = np.nonzero(label == 1)
+            out.append(max(abs(yy.mean() - 111.5), abs(xx.mean() - 111.5)))
+        return np.array(out)
+
+    limit = synthetic.CENTRE_JITTER * 224 + 1
+    assert centres(True).max() <= limit
+    assert (centres(False) > limit).mean() > 0.5
