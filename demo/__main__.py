@@ -47,7 +47,7 @@ CLASSIFIER_OBJECT_SCALE = 1.0  # objects as large as in the segmentation scenes
 # at my centre". With objects anywhere, 400 iterations left the classifier
 # at 0.78 held-out accuracy on seed 1339 (loss 0.59); centred, 1.00 on
 # seeds 1337 and 1339.
-CLASSIFIER_SIZE = 224          # VGG16's ILSVRC crop
+CLASSIFIER_CROPS = dict(size=224, scale=CLASSIFIER_OBJECT_SCALE, centred=True)  # 224: VGG16's crop
 HELD_OUT = 128                 # scenes the classifier's accuracy is measured on
 INPUT_STD = 60.0               # spread of the mean-subtracted synthetic pixels, ~40, rounded up
 WIDTH = 1 / 8                 # VGG16 channels 8..64, fc 512
@@ -79,8 +79,7 @@ def he_init(net, rng, input_std):
 
 def pretrain_classifier(out, iters, log, seed=SEED):
     """Train the narrow VGG16 classifier; returns (deploy prototxt, caffemodel)."""
-    params = json.dumps(dict(batch=8, size=CLASSIFIER_SIZE, seed=seed, scale=CLASSIFIER_OBJECT_SCALE,
-                             centred=True))
+    params = json.dumps(dict(batch=8, seed=seed, **CLASSIFIER_CROPS))
     train = classifier("vgg16-ilsvrc", width=WIDTH, n_classes=len(CLASSES) - 1,
                        data_layer=("demo.layers", "SyntheticClassLayer", params))
     deploy = classifier("vgg16-ilsvrc", width=WIDTH, n_classes=len(CLASSES) - 1, batch=1)
@@ -106,14 +105,14 @@ def pretrain_classifier(out, iters, log, seed=SEED):
 
 
 def classifier_accuracy(deploy, weights, seed, n=HELD_OUT, batch=16):
-    """Top-1 accuracy of the stand-in classifier on `n` held-out scenes (a
-    stream of its own, never trained on): an FCN can only be as good as the
+    """Top-1 accuracy of the stand-in classifier on `n` held-out scenes (the
+    training crops' kind, from a stream of its own): an FCN can only be as good as the
     features it starts from, so the demo says how good they are."""
     net = caffe.Net(deploy, caffe.TEST, weights=weights)
     rng = np.random.RandomState([seed, 1])        # not the training stream (seed alone)
     correct = 0
     for start in range(0, n, batch):
-        data, labels = class_batch(rng, min(batch, n - start), CLASSIFIER_SIZE, CLASSIFIER_OBJECT_SCALE)
+        data, labels = class_batch(rng, min(batch, n - start), **CLASSIFIER_CROPS)
         net.blobs["data"].reshape(*data.shape)
         net.blobs["data"].data[...] = data
         correct += int((net.forward()["prob"].argmax(1) == labels).sum())

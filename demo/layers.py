@@ -11,7 +11,7 @@ from demo.synthetic import CLASSES, render
 from net_specs.datasets import VOC_MEAN
 
 
-def class_batch(rng, n, size, scale, centred=True):
+def class_batch(rng, n, size, scale, centred):
     """(N x 3 x size x size BGR-minus-mean images, N labels = object class - 1):
     one object per scene, classes drawn uniformly."""
     data = np.empty((n, 3, size, size), dtype=np.float32)

@@ -160,8 +160,7 @@ def test_classifier_accuracy_counts_held_out_hits(tmp_path):
     weights = tmp_path / "always-ring.caffemodel"
     net.save(str(weights))
     n, seed = 40, 7
-    _, labels = class_batch(np.random.RandomState([seed, 1]), n, demo_main.CLASSIFIER_SIZE,
-                            demo_main.CLASSIFIER_OBJECT_SCALE)
+    _, labels = class_batch(np.random.RandomState([seed, 1]), n, **demo_main.CLASSIFIER_CROPS)
     expected = float(np.mean(labels == 2))
     assert 0 < expected < 1
     assert demo_main.classifier_accuracy(str(deploy), str(weights), seed, n=n, batch=16) == expected
