@@ -48,9 +48,8 @@ def before_env(before):
 
 
 def caffe_child(model, size, runs, threads, env):
-    r = common.run_child("fcn_speed", [model, size, "fwd", runs],
-                         env=dict(env, **common.thread_env(threads)))
-    return r
+    return common.run_child("fcn_speed", [model, size, "fwd", runs],
+                            env=dict(env, **common.thread_env(threads)))
 
 
 def run(models, sizes, threads_list, runs, before, log=print):
@@ -112,8 +111,7 @@ def main(argv=None):
     p.add_argument("--no-save", action="store_true",
                    help="do not write bench/results/before-after-<host>-<date>.json")
     args = p.parse_args(argv)
-    env = before_env(args.before)      # fail early on a bad --before
-    del env
+    before_env(args.before)      # fail early on a bad --before
     host = common.host_info()
     others = common.OtherLoad()
     rows = run(args.models.split(","), args.sizes.split(","),
