@@ -132,22 +132,22 @@ def classifier_accuracy(deploy, weights, seed, n=HELD_OUT, batch=16):
 # its own gradient history, so neither that imbalance nor the size of the
 # unnormalised loss (a sum over ~16k pixels, kept as in the papers) sets
 # the rate. Adam's early steps are about base_lr per weight whatever the
-# gradient, so the rate is set against the weights' size: at 1e-3 the
-# classifier (trained from scratch, no batch norm) stalled at ~50% held-out
-# accuracy on seed 1337 with 235 of fc6's 512 units dead, and FCN-16s lost
-# rings and crosses it had found (ring / cross IU 0.00 on seed 1337, 1
-# thread); 3e-4 trains the classifier and FCN-32s on every seed tried.
-# FCN-16s starts from a converged FCN-32s (its new score_pool4 at zero) and
-# takes 1e-4, lower as the papers' later stages are: at 3e-4 its seeds drifted
-# apart (0.74-0.82 after 600 iterations), at 1e-3 it first lost what it had
-# (0.28-0.50 at iteration 150). FCN-8s keeps 1e-3 and 800 iterations: it
-# recovers even from a poor FCN-16s (0.935-0.955 from FCN-16s at 0.54-0.75), while at 400
-# it still rose steeply (0.86-0.93) and at 3e-4 ended lower. The rate
-# decays to zero over each stage (poly), so the last iterate (batch size
-# 1) is settled rather than one noisy step. FCN-32s gets 1600 iterations:
-# at 800 its loss was still falling and its thin-class IUs were a knife
-# edge (cross IU 0.00-0.38, mean IU 0.535-0.630 over the robustness grid at
-# commit 7e31c8d); at 1600, 0.641-0.661 on the same grid.
+# gradient, so the rate is set against the weights' size. Per stage:
+# - classifier and FCN-32s, 3e-4: at 1e-3 the classifier (from scratch, no
+#   batch norm) stalled at ~50% held-out accuracy on seed 1337 with 235 of
+#   fc6's 512 units dead. FCN-32s gets 1600 iterations: at 800 its loss was
+#   still falling and its thin-class IUs were a knife edge (cross IU
+#   0.00-0.38, mean IU 0.535-0.630 over the robustness grid at commit
+#   7e31c8d); at 1600, 0.641-0.661 on the same grid.
+# - FCN-16s, 1e-4, lower as the papers' later stages are: it starts from a
+#   converged FCN-32s (its new score_pool4 at zero); at 3e-4 its seeds
+#   drifted apart (0.74-0.82 after 600 iterations), at 1e-3 it first lost
+#   what FCN-32s had (0.28-0.50 mean IU at iteration 150).
+# - FCN-8s, 1e-3 and 800 iterations: it recovers even from a poor FCN-16s
+#   (0.935-0.955 from FCN-16s at 0.54-0.75); at 400 it was still rising
+#   steeply (0.86-0.93), and at 3e-4 it ended lower.
+# Every rate decays to zero over its stage (poly), so the last iterate
+# (batch size 1) is settled rather than one noisy step.
 SCHEDULE = {
     "full": {"train": 200, "val": 60, "classifier": 400,
              "fcn32s": (1600, 3e-4), "fcn16s": (300, 1e-4), "fcn8s": (800, 1e-3)},
