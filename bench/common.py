@@ -92,13 +92,57 @@ def run_child(module, args, env=None, timeout=900):
 
 # ---- Caffe ---------------------------------------------------------------------
 def set_mode(gpu=None):
-    """CPU, or GPU `gpu` (aborts the process on a CPU-only build: run it in a child)."""
+    """CPU, or GPU `gpu` (aborts the process on a CPU-only build: run it in a
+    child). The device first: set_mode_gpu before set_device would make a
+    context on GPU 0 as well."""
     import caffe
     if gpu is None:
         caffe.set_mode_cpu()
     else:
-        caffe.set_mode_gpu()
         caffe.set_device(int(gpu))
+        caffe.set_mode_gpu()
+
+
+def synchronize(gpu):
+    """Wait for the GPU's queued work (cudaDeviceSynchronize through the CUDA
+    runtime Caffe loaded); nothing on the CPU."""
+    if gpu is None:
+        return
+    from common.cli import cuda_runtime
+    status = cuda_runtime().cudaDeviceSynchronize()
+    if status != 0:
+        raise RuntimeError(f"cudaDeviceSynchronize failed with CUDA error {status}")
+
+
+def gpu_memory_used_mb():
+    """MiB in use on this process's current GPU (cudaMemGetInfo: total - free,
+    every process on the device counted), None on a CPU-only build. Read it
+    while the net is alive, from inside the process that holds it."""
+    import ctypes
+    from common.cli import cuda_runtime
+    runtime = cuda_runtime()
+    if runtime is None:
+        return None
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    if runtime.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return (total.value - free.value) / 2 ** 20
+
+
+def pass_fn(net, gpu, backward=False):
+    """One forward (and backward) of `net` as a timed call: only the GPU's
+    work. pycaffe's net.forward() / backward() read the outputs / input
+    diffs back to host memory (a device-host copy per call); this calls
+    Caffe's ForwardFromTo / BackwardFromTo and waits for the GPU instead.
+    The inputs stay resident on the device after the first call."""
+    last = len(net.layers) - 1
+
+    def step():
+        net._forward(0, last)
+        if backward:
+            net._backward(last, 0)
+        synchronize(gpu)
+    return step
 
 
 def parse_size(text):
