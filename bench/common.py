@@ -66,20 +66,32 @@ def emit(result):
     print(JSON_TAG + json.dumps(result), flush=True)
 
 
-def run_child(module, args, env=None, timeout=900):
+# What another interpreter must not inherit from ours (a kit's own runtime).
+FOREIGN_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "LD_LIBRARY_PATH", "LD_PRELOAD")
+
+
+def run_child(module, args, env=None, timeout=900, python=None, flag="--child"):
     """Run `python -m bench.<module> --child ARGS` and return its JSON result.
 
     Failures (crash, timeout, no result line) come back as {"error": ...}
     so that one broken configuration never stops a whole benchmark.
+    `python`: another interpreter; it gets this environment without
+    FOREIGN_ENV and with only the repository on PYTHONPATH.
     """
-    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if python:
+        full_env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
+        full_env["PYTHONPATH"] = ROOT
+    else:
+        full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", f"bench.{module}", "--child", *map(str, args)]
+    cmd = [python or sys.executable, "-m", f"bench.{module}", flag, *map(str, args)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s: {' '.join(cmd[2:])}"}
+        return {"error": f"timed out after {timeout:.0f} s: {' '.join(cmd[2:])}", "timed_out": True}
+    except OSError as exc:
+        return {"error": f"cannot run {cmd[0]}: {exc}"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(JSON_TAG):
             return json.loads(line[len(JSON_TAG):])

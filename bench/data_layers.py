@@ -35,31 +35,19 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")      # the step's compute: one core
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 
 from common.report import host_info, markdown  # noqa: E402
+from bench.fixtures import H, W, smooth_image  # noqa: E402
 from data.layouts import write_nyud, write_sbdd, write_voc  # noqa: E402
 from net_specs.datasets import NYUD_COLOR_MEAN, VOC_MEAN  # noqa: E402
 
-H, W = 375, 500
 WARMUP = 5              # iterations not timed: the loader's first examples and slot growth
 
 
 # ---- fixture datasets ------------------------------------------------------------
-def smooth_image(k, channels=3):
-    """A photograph-like 500x375 image: smooth waves plus mild noise (pure noise
-    compresses badly and decodes unlike photographs)."""
-    yy, xx = np.mgrid[:H, :W].astype(np.float32)
-    rng = np.random.RandomState(k)
-    f = rng.uniform(0.005, 0.05, 6)
-    rgb = np.stack([127 + 100 * np.sin(f[c % 3] * xx + f[c % 3 + 3] * yy + k) for c in range(channels)], -1)
-    rgb += rng.normal(0, 6, rgb.shape)
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-
-
 def jpeg_dataset(write, image_dir, module, layer):
     """VOC or SBD: the layout's writer, then smooth JPEGs in place of its noise."""
     def make(root, ids):

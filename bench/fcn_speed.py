@@ -28,8 +28,9 @@ SHORT = {"voc-fcn32s": "FCN-32s", "voc-fcn16s": "FCN-16s", "voc-fcn8s": "FCN-8s"
          "voc-fcn-alexnet": "FCN-AlexNet", "voc-fcn-googlenet": "FCN-GoogLeNet"}
 
 
-def measure(model, size, mode, runs, gpu=None, seed=0):
-    """Time one configuration in this process (call it in a child)."""
+def measure(model, size, mode, runs, gpu=None, seed=0, after=None):
+    """Time one configuration in this process (call it in a child);
+    `after(proto, net)` runs last, the net still alive."""
     import caffe  # noqa: F401  (imported before set_mode for a clear import error)
     common.set_mode(gpu)
     before_mb = common.gpu_memory_used_mb() if gpu is not None else None
@@ -53,6 +54,8 @@ def measure(model, size, mode, runs, gpu=None, seed=0):
         during_mb = common.gpu_memory_used_mb()
         row.update(gpu_used_mb=during_mb, gpu_net_mb=(during_mb - before_mb
                                                       if None not in (during_mb, before_mb) else None))
+    if after:
+        after(proto, net)
     return row
 
 
