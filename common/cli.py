@@ -8,6 +8,7 @@ a missing or unusable file, a model that does not fit) reported as one line
 when --keep-going skipped images; solve: 3 when training diverged).
 """
 import argparse
+import functools
 import math
 import os
 import sys
@@ -119,9 +120,11 @@ def gpu_build():
         return True             # cannot tell: let Caffe decide
 
 
+@functools.lru_cache(maxsize=None)
 def cuda_runtime():
     """The CUDA runtime library Caffe loaded (ctypes.CDLL), None on a CPU-only
-    build: calls through it share Caffe's device, context and streams."""
+    build: calls through it share Caffe's device, context and streams.
+    Looked up once per process (timed loops synchronize through it)."""
     import ctypes
     if not gpu_build():
         return None
