@@ -192,7 +192,7 @@ def exit_status(code):
     return 128 - code if code < 0 else code
 
 
-def supervise(procs, stop, log=print, grace=STOP_GRACE_S, kill_grace=KILL_GRACE_S):
+def supervise(procs, stop, log=print, grace=STOP_GRACE_S, kill_grace=KILL_GRACE_S, poll=0.5):
     """Wait for every rank. The first that fails (a non-zero status, or death
     by a signal: a negative exitcode) sets `stop`, the others get `grace`
     seconds to leave, then SIGTERM, then SIGKILL: a rank blocked in an NCCL
@@ -201,37 +201,46 @@ def supervise(procs, stop, log=print, grace=STOP_GRACE_S, kill_grace=KILL_GRACE_
     rank at once. Returns 0 when every rank exited 0, else the first
     failure's status (128 + N for signal N; 130 when interrupted)."""
     pending = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
-    failure, interrupted, deadline, terminated = None, False, None, False
-    while pending:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            ready = mp_connection.wait(list(pending), timeout)
-        except KeyboardInterrupt:
-            if interrupted:
-                deadline = time.monotonic()            # a second Ctrl-C: stop them now
-            interrupted = True
-            stop.set()
-            continue
-        for sentinel in ready:
-            rank, p = pending.pop(sentinel)
-            p.join()
-            if p.exitcode != 0 and failure is None and not terminated:
-                failure = (rank, p.exitcode)
-                log(f"solvers.solve: rank {rank} {describe_exit(p.exitcode)}; stopping the other "
-                    f"rank(s)")
-                stop.set()
-                deadline = time.monotonic() + grace
-        if pending and deadline is not None and time.monotonic() >= deadline:
-            for _, p in pending.values():
-                if not terminated:
-                    p.terminate()
-                else:
-                    p.kill()
-            deadline = time.monotonic() + kill_grace
-            terminated = True
+    failure, deadline, terminated = None, None, False
+    interrupts = []
+
+    def on_sigint(*_):
+        interrupts.append(time.monotonic())
+        stop.set()
+    previous = signal.signal(signal.SIGINT, on_sigint) if is_main_thread() else None
+    try:
+        while pending:
+            if len(interrupts) > 1 and deadline is None:
+                deadline = time.monotonic()             # a second Ctrl-C: stop them now
+            timeout = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
+            for sentinel in mp_connection.wait(list(pending), timeout):
+                rank, p = pending.pop(sentinel)
+                p.join()
+                if p.exitcode != 0 and failure is None and not terminated:
+                    failure = (rank, p.exitcode)
+                    log(f"solvers.solve: rank {rank} {describe_exit(p.exitcode)}; stopping the "
+                        f"other rank(s)")
+                    stop.set()
+                    deadline = time.monotonic() + grace
+            if pending and deadline is not None and time.monotonic() >= deadline:
+                for _, p in pending.values():
+                    if terminated:
+                        p.kill()
+                    else:
+                        p.terminate()
+                deadline = time.monotonic() + kill_grace
+                terminated = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if failure is not None:
         return exit_status(failure[1])
-    return EXIT_INTERRUPTED if interrupted else 0
+    return EXIT_INTERRUPTED if interrupts else 0
+
+
+def is_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 def train_multi_gpu(config, model, dataset):

@@ -9,10 +9,13 @@ STATE = "imported"      # a test sets it in the parent; a forked child would see
 
 
 def behave(plan, out_dir, rank, stop):
-    """Rank `rank` does plan[rank]; it first records the STATE it sees."""
+    """Rank `rank` does plan[rank]; it first records the STATE it sees (once
+    that is written, a rank that ignores Ctrl-C already does)."""
+    what = plan[rank]
+    if what in ("until-stop", "blocked"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # as solvers.multigpu's ranks > 0
     with open(os.path.join(out_dir, f"rank{rank}.state"), "w") as f:
         f.write(STATE)
-    what = plan[rank]
     if what == "ok":
         return
     if what == "exit2":
@@ -21,14 +24,12 @@ def behave(plan, out_dir, rank, stop):
         time.sleep(0.3)
         os.abort()                                  # SIGABRT, as a Caffe CHECK does
     if what == "until-stop":                        # a rank that polls the shared flag
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         while not stop.is_set():
             time.sleep(0.05)
         with open(os.path.join(out_dir, f"rank{rank}.stopped"), "w") as f:
             f.write("flag")
         return
     if what == "blocked":                           # stuck in an NCCL collective: never looks
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         while True:
             time.sleep(1)
     raise ValueError(what)

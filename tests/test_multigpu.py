@@ -72,28 +72,45 @@ def test_a_failing_rank_sets_the_flag_the_others_stop_on(tmp_path):
     assert (tmp_path / "rank1.stopped").read_text() == "flag"
 
 
-def test_ctrl_c_sets_the_flag_and_exits_130(tmp_path):
-    """Ctrl-C reaches every process of the terminal's group: the parent sets
-    the shared flag and the ranks (which ignore SIGINT) stop on it."""
+def supervised_in_a_terminal_group(plan, tmp_path):
+    """The parent (start_ranks + supervise) as its own process group, as a
+    terminal runs it; returns once every rank has started."""
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {ROOT!r})
         from solvers.multigpu import start_ranks, supervise
         from tests import fake_ranks
         if __name__ == "__main__":
-            procs, stop = start_ranks(fake_ranks.behave, (("until-stop", "until-stop"), {str(tmp_path)!r}), 2)
+            procs, stop = start_ranks(fake_ranks.behave, ({tuple(plan)!r}, {str(tmp_path)!r}), {len(plan)})
             sys.exit(supervise(procs, stop, grace=60))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not all((tmp_path / f"rank{r}.state").exists() for r in (0, 1)):
+    while not all((tmp_path / f"rank{r}.state").exists() for r in range(len(plan))):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.1)
+    return proc
+
+
+def test_ctrl_c_sets_the_flag_and_exits_130(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: the parent sets
+    the shared flag and the ranks (which ignore SIGINT) stop on it."""
+    proc = supervised_in_a_terminal_group(["until-stop", "until-stop"], tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert all((tmp_path / f"rank{r}.stopped").exists() for r in (0, 1))
+
+
+def test_a_second_ctrl_c_stops_ranks_that_never_look_at_the_flag(tmp_path):
+    proc = supervised_in_a_terminal_group(["blocked", "blocked"], tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None                      # blocked ranks: the parent still waits
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)         # not the 60 s grace
+    assert proc.returncode == 130, err
 
 
 def test_exit_descriptions():
