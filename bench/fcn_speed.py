@@ -42,11 +42,14 @@ def measure(model, size, mode, runs, gpu=None, seed=0, after=None):
     if mode == "fwdbwd":
         macs += flops.backward_macs(net, proto)
     t = common.timeit(common.pass_fn(net, gpu, backward=mode == "fwdbwd"), runs)
-    blas = common.caffe_blas()
+    try:
+        blas = common.blas_variant(common.caffe_blas()["realpath"])
+    except (OSError, RuntimeError):      # no ldd, or a BLAS under another name (a kit)
+        blas = None
     row = dict(model=model, size=size, mode=mode, device="cpu" if gpu is None else f"gpu{gpu}",
                caffe=os.path.dirname(caffe.__file__), libcaffe=common.loaded_libcaffe(),
                gmac=macs / 1e9, gflops=flops.gflop(macs) / (t["ms"] / 1e3),
-               peak_rss_mb=common.peak_rss_mb(), blas=common.blas_variant(blas["realpath"]),
+               peak_rss_mb=common.peak_rss_mb(), blas=blas,
                **t)
     if gpu is not None:
         # while the net is alive: its blobs, parameters, gradients and cuDNN

@@ -84,12 +84,12 @@ def measure(n, runs, gpu=None):
     return out
 
 
-def run(threads_list, n=DEFAULT_N, runs=5, gpu=None, env=None):
+def run(threads_list, n=DEFAULT_N, runs=5, gpu=None, env=None, timeout=900):
     """[{threads, sgemm_gflops, caffe_gflops, ...}], one child per thread count."""
     rows = []
     for t in threads_list:
         r = common.run_child("peak", [n, runs] + ([] if gpu is None else ["--gpu", gpu]),
-                             env=dict(env or {}, **common.thread_env(t)))
+                             env=dict(env or {}, **common.thread_env(t)), timeout=timeout)
         r["threads"] = t
         rows.append(r)
     return rows
