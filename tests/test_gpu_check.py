@@ -191,3 +191,92 @@ def test_nominal_peak_matches_the_longest_gpu_name():
     assert gpu_check.nominal_tflops("NVIDIA A10") == 31.2
     assert gpu_check.nominal_tflops(None) is None
     assert gpu_check.nominal_tflops("Some Future GPU") is None
+
+
+# ---- the GPU branches, with the children faked --------------------------------------
+class FakeArgs:
+    """What parse_args gives the parts, for one small model."""
+    gpu, size, runs, tolerance, width, iters, images = 0, "32x32", 2, 1e-3, 1.0, 20, 24
+    image_size, cudnn_benchmark, torch_device = "375x500", False, "cuda:0"
+    models = ["voc-fcn-alexnet"]
+    devices = ["cpu", "gpu0", "gpu0/caffe"]
+    budgets = dict(gpu_check.BUDGETS)
+
+    def __init__(self, tmp_path, torch_python=None):
+        self.demo_out = str(tmp_path / "demo")
+        self.torch_python = torch_python
+
+
+def fake_child(calls):
+    """common.run_child as a GPU machine's children would answer."""
+    def run_child(module, args, env=None, timeout=900, python=None, flag="--child"):
+        calls.append((module, args[0] if module == "gpu_check" else flag))
+        if module == "gpu_check" and args[0] == "compare":
+            model, size, device, path = args[1:]
+            wobble = 1e-5 if device == "gpu0" else 0.0
+            np.savez(path, score=np.array([1.0, 2.0 + wobble]), **{"grad conv1[0]": np.ones(3)})
+            return dict(device=device, arrays=2, nonzero_grads=1, ms=5.0)
+        if module == "gpu_check" and args[0] == "bench":
+            mode = args[3]
+            return dict(ms=4.0 if mode == "fwd" else 12.0, gflops=5000.0, gmac=10.0,
+                        gpu_net_mb=900.0, gpu_used_mb=1500.0)
+        if module == "torch_ref":
+            return dict(ms=3.2, torch="2.11.0+cu130", device="cuda:0", tf32=False,
+                        cudnn_benchmark=False, max_rel_diff_vs_caffe=2e-6)
+        if module == "train_speed":
+            return dict(iters=20, asked=20, warmup=2, cut_short=False, setup_s=9.0, images=24,
+                        image="375x500", ms_per_iter=80.0, data_wait_share=0.004, loss=1e6)
+        if module == "gpu_check" and args[0] == "standin":
+            return dict(root=args[1], weights=args[2])
+        raise AssertionError((module, args))
+    return run_child
+
+
+def test_the_gpu_branches_of_every_part(tmp_path, monkeypatch):
+    """Every part as it runs on a machine with two GPUs, its children faked:
+    the rows, ratios and fractions the files would hold."""
+    import types
+    calls = []
+    monkeypatch.setattr(gpu_check.common, "run_child", fake_child(calls))
+    monkeypatch.setattr(gpu_check.peak, "run", lambda *a, **k: [dict(caffe_gflops=40000.0)])
+    monkeypatch.setattr(gpu_check, "gpu_name", lambda gpu: "NVIDIA H200")
+    monkeypatch.setattr(gpu_check, "run_demo", lambda gpu, out, timeout: dict(
+        returncode=0, wall_s=50, output="done", seconds={"fcn32s": 20, "fcn16s": 5, "fcn8s": 10},
+        stages={s: dict(mean_iu=0.6, pixel_acc=0.9) for s in ("fcn32s", "fcn16s", "fcn8s")}))
+    import subprocess as sp
+
+    def fake_solve(cmd, **kw):
+        out = cmd[cmd.index("--out") + 1]
+        os.makedirs(out)
+        open(os.path.join(out, "final.caffemodel"), "w").close()
+        return types.SimpleNamespace(returncode=0, stdout="[voc-fcn8s] done", stderr="")
+    monkeypatch.setattr(sp, "run", fake_solve)
+    machine = gpu_check.Machine(0, True, 2, None)
+    args = FakeArgs(tmp_path, torch_python=sys.executable)
+    quiet = lambda *_: None  # noqa: E731
+
+    compare = gpu_check.compare_part(args, machine, quiet)
+    assert [r["status"] for r in compare.rows] == ["yes", "yes"] and not compare.failed
+    assert compare.rows[0]["score_rel"] == pytest.approx(1e-5 / 2)
+
+    bench = gpu_check.bench_part(args, machine, quiet)
+    assert not bench.failed, bench.rows
+    fwd, fwdbwd, torch_row = bench.rows
+    assert fwd["frac_attainable"] == pytest.approx(5000 / 40000)
+    assert fwd["frac_nominal"] == pytest.approx(5000 / 66900)
+    assert torch_row["ratio"] == pytest.approx(4.0 / 3.2) and torch_row["engine"] == "PyTorch 2.11.0+cu130"
+    assert "cudnn.benchmark off" in "\n".join(bench.notes)
+
+    train = gpu_check.train_part(args, machine, quiet)
+    assert train.rows[0]["status"] == "ok" and not train.failed
+
+    demo = gpu_check.demo_part(args, machine, quiet)
+    assert [r["status"] for r in demo.rows] == ["ok"] * 3 and demo.rows[2]["cpu_mean_iu"] > 0.5
+
+    nccl = gpu_check.nccl_part(args, machine, quiet)
+    assert nccl.rows[0]["status"] == "ok" and not nccl.failed
+    one_gpu = gpu_check.nccl_part(args, gpu_check.Machine(0, True, 1, None), quiet)
+    assert one_gpu.rows[0]["status"].startswith("skipped: needs 2 GPUs") and not one_gpu.failed
+    assert ("torch_ref", "--plain") in calls and ("gpu_check", "export") not in calls
+    for part in (compare, bench, train, demo, nccl):
+        json.loads(part.text().rsplit("json: ", 1)[1])
