@@ -309,8 +309,6 @@ def bench_part(args, machine, log=print):
                           f"(matmul and cuDNN), cudnn.benchmark {'on' if args.cudnn_benchmark else 'off'}; "
                           "the inputs on the device before timing, a synchronize per call; the "
                           "net built from the Caffe child's export (bench.torch_ref.export_plain)")
-    else:
-        part.notes.append("PyTorch column skipped: no --torch-python given and TORCH_PYTHON is not set.")
     with tempfile.TemporaryDirectory(prefix="gpu_check-export-") as export:
         for model in args.models:
             base = dict(model=model, name=fcn_speed.SHORT.get(model, model), size=args.size)
@@ -338,6 +336,9 @@ def bench_part(args, machine, log=print):
                 caffe_fwd = row if mode == "fwd" else caffe_fwd
             if torch_python:
                 torch_row(part, args, machine, base, caffe_fwd, export, log)
+            else:
+                part.add(dict(base, mode="fwd", engine="PyTorch",
+                              status="skipped: no --torch-python given and TORCH_PYTHON is not set"))
     return part
 
 

@@ -56,7 +56,8 @@ class Part:
             lines += [common.markdown(self.rows, self.columns), ""]
         if self.cut_short:
             lines.append(f"CUT SHORT: this part stopped at its time budget of "
-                         f"{self.budget.seconds:.0f} s; rows marked `not run` were not measured.")
+                         f"{self.budget.seconds:.0f} s; its rows show what it measured "
+                         "(`not run`: what it did not reach).")
         lines += self.notes
         lines.append(f"({self.name}: {self.budget.spent():.0f} s of a {self.budget.seconds:.0f} s "
                      f"budget; {'FAILED or incomplete' if self.failed else 'ok'})")

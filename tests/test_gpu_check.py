@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_PYTHON"}   # --torch-python only
+    env["PYTHONPATH"] = ROOT
     return subprocess.run([sys.executable, "-m", "bench.gpu_check", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -92,8 +93,11 @@ def test_every_part_runs_as_far_as_it_can_without_a_gpu(tmp_path):
     for part in gpu_check.PARTS:
         table, record = read_results(tmp_path / f"{part}.txt")
         assert record["part"] == part and record["failed"] is True
-        assert record["rows"] and all("needs a GPU" in r["status"] for r in record["rows"]), part
+        caffe_rows = [r for r in record["rows"] if r.get("engine") != "PyTorch"]
+        assert caffe_rows and all("needs a GPU" in r["status"] for r in caffe_rows), part
         assert "| needs a GPU: this pycaffe is a CPU-only build" in table or part == "train"
+    _, bench = read_results(tmp_path / "bench.txt")
+    assert bench["rows"][-1]["status"] == "skipped: no --torch-python given and TORCH_PYTHON is not set"
     _, train = read_results(tmp_path / "train.txt")
     (row,) = train["rows"]
     assert row["device"] == "cpu" and row["iters"] == 3 and row["ms_per_iter"] > 0
