@@ -53,9 +53,52 @@ def wheel_versions(nvidia_dir):
     return owners
 
 
+def _int_query(lib, func, n=1):
+    vals = [ctypes.c_int(0) for _ in range(n)]
+    if getattr(lib, func)(*map(ctypes.byref, vals)) != 0:
+        raise OSError(func)
+    return [v.value for v in vals]
+
+
+def _cublas(lib):
+    return [_int_query_prop(lib, k) for k in (0, 1, 2)]
+
+
+def _int_query_prop(lib, kind):
+    v = ctypes.c_int(0)
+    if lib.cublasGetProperty(kind, ctypes.byref(v)) != 0:
+        raise OSError("cublasGetProperty")
+    return v.value
+
+
+# soname prefix -> how the library reports its own version (no GPU needed)
+SELF_REPORTS = {
+    "libcudart": lambda l: "%d.%d" % divmod(_int_query(l, "cudaRuntimeGetVersion")[0] // 10, 100),
+    "libcublas.": lambda l: "%d.%d.%d" % tuple(_cublas(l)),
+    "libcurand": lambda l: str(_int_query(l, "curandGetVersion")[0]),
+    "libcudnn.": lambda l: "%d.%d.%d" % (lambda v: (v // 10000, v % 10000 // 100, v % 100))(
+        ctypes.c_size_t(l.cudnnGetVersion()).value),
+    "libnccl": lambda l: "%d.%d.%d" % (lambda v: (v // 10000, v % 10000 // 100, v % 100))(
+        _int_query(l, "ncclGetVersion")[0]),
+    "libnvrtc": lambda l: "%d.%d" % tuple(_int_query(l, "nvrtcVersion", 2)),
+}
+
+
+def self_reported_version(path):
+    """The version the library itself reports (None if it has no such call)."""
+    name = os.path.basename(path)
+    for prefix, query in SELF_REPORTS.items():
+        if name.startswith(prefix):
+            try:
+                return query(ctypes.CDLL(path))
+            except (OSError, AttributeError):
+                return None
+    return None
+
+
 def file_version(path):
     real = os.path.basename(os.path.realpath(path))
-    return real if real != os.path.basename(path) else "version unknown"
+    return real if real != os.path.basename(path) else None
 
 
 def driver_version():
@@ -103,7 +146,9 @@ def main(argv=None):
             if required:
                 missing.append(soname)
             continue
-        version = owners.get(os.path.normpath(hit)) or file_version(hit)
+        reported = self_reported_version(hit)
+        version = "; ".join(v for v in (owners.get(os.path.normpath(hit)) or file_version(hit),
+                                        reported and f"reports {reported}") if v) or "version unknown"
         print(f"  found    {soname:42s} {version:34s} {hit}")
         used.append(os.path.dirname(hit))
     drv = driver_version()

@@ -89,7 +89,7 @@ def pristine_archive():
 def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
                     "--strip-components=1"], check=True)
-    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 11)]
+    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 13)]
     for path in PATCHES:
         with open(path) as f:
             out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
@@ -107,6 +107,12 @@ def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     assert "CXXFLAGS += -fopenmp" in (tmp_path / "Makefile").read_text()
     assert "-fopenmp" not in "".join(l for l in (tmp_path / "Makefile").read_text().splitlines()
                                      if l.startswith("NVCCFLAGS"))
+    # 0011: Python layers under one process per GPU; 0012: cuDNN algorithms per shape
+    assert "!Caffe::multiprocess()" in \
+        (tmp_path / "include/caffe/layers/python_layer.hpp").read_text()
+    cudnn_conv = (tmp_path / "src/caffe/layers/cudnn_conv_layer.cpp").read_text()
+    assert "if (shapes == algo_shapes_) { return; }" in cudnn_conv
+    assert cudnn_conv.index("cudnnDestroy(handle_[g])") < cudnn_conv.index("cudaStreamDestroy(stream_[g])")
 
 
 def test_cache_key_changes_with_a_patch(tmp_path):
