@@ -69,7 +69,7 @@ print(json.dumps(dict(
 
 # Which dists' files, and which scipy subpackages the project's data code loads:
 # scipy is ~140 MB installed; the data layers use scipy.io (.mat labels) and
-# data/layouts.py scipy.sparse. The trace runs what they run.
+# data/layouts.py scipy.sparse, pycaffe (caffe.io) scipy.ndimage. The trace runs what they run.
 DIST_INFO = r"""
 import importlib.metadata as md, json, os, sys, tempfile
 dists = {}
@@ -82,7 +82,7 @@ with tempfile.TemporaryDirectory() as tmp:
     scipy.io.savemat(p, {"S": np.eye(3), "B": scipy.sparse.csc_matrix(np.eye(3, dtype=bool)),
                          "names": np.array(["x"])})
     scipy.io.loadmat(p, squeeze_me=True, struct_as_record=False)
-import data.layouts, layers.io  # noqa: the project's users of scipy
+import caffe, data.layouts, layers.io  # noqa: scipy users: caffe.io (ndimage), the data code
 subs = sorted({m.split(".")[1] for m in sys.modules if m.startswith("scipy.")})
 maps = open("/proc/self/maps").read()
 print(json.dumps(dict(dists=dists, scipy_subpackages=subs,
@@ -182,6 +182,22 @@ def collect_libraries(runtime, env):
     return sorted(cuda), copied
 
 
+def prune_libraries(runtime, cuda_lib):
+    """Drop carried libraries nothing loads any more once the RUNPATHs point
+    into the kit (the first ldd pass saw the build machine's paths)."""
+    libdir = os.path.join(runtime, "lib")
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{libdir}:{cuda_lib}")
+    used = set()
+    for path in elf.elf_files(runtime):
+        if os.path.dirname(path) != libdir:
+            used |= {os.path.realpath(w) for w in elf.ldd(path, env).values() if w}
+    for name in sorted(os.listdir(libdir)):
+        path = os.path.join(libdir, name)
+        if os.path.realpath(path) not in used:
+            say(f"dropped {name}: nothing in the kit loads it")
+            os.remove(path)
+
+
 def fix_runpaths(runtime, patchelf, wheel_dirs):
     """Strip our ELF files and point their RUNPATH at runtime/lib through
     $ORIGIN; wheel-built files keep their own $ORIGIN paths untouched."""
@@ -247,10 +263,12 @@ def main(argv=None):
     wheel_dirs = [os.path.join(dst_site, d) for d in os.listdir(dst_site)
                   if d not in ("caffe",)]
     fix_runpaths(runtime, a.patchelf, wheel_dirs)
+    prune_libraries(runtime, a.cuda_lib)
 
-    glibc = set()
+    glibc, glibcxx = set(), set()
     for path in elf.elf_files(runtime):
-        glibc |= elf.glibc_versions_needed(path)
+        glibc |= elf.versions_needed(path, "GLIBC")
+        glibcxx |= elf.versions_needed(path, "GLIBCXX")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     manifest = dict(
         kit="fcn-gpu-kit", commit=git("rev-parse", "HEAD"), worktree_dirty=dirty,
@@ -259,11 +277,13 @@ def main(argv=None):
         python=info["full_version"], packages=versions,
         cuda_libraries_from_host=cuda + ["libnvrtc.so.13 (dlopened by cuDNN)"],
         carried_libraries=sorted(copied), host_needs_glibc=max(glibc, key=elf.version_key),
+        host_needs_glibcxx=max(glibcxx, key=elf.version_key),
         gtest_suites=os.environ.get("KIT_GTEST_SUITES", "").split())
     with open(os.path.join(runtime, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     say(f"manifest: commit {manifest['commit'][:12]}{' (dirty)' if dirty else ''}, archs "
-        f"{a.archs}, host glibc >= {manifest['host_needs_glibc']}, CUDA from host: {', '.join(cuda)}")
+        f"{a.archs}, host glibc >= {manifest['host_needs_glibc']}, libstdc++ >= GLIBCXX_"
+        f"{manifest['host_needs_glibcxx']}, CUDA from host: {', '.join(cuda)}")
 
 
 if __name__ == "__main__":

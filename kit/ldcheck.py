@@ -39,7 +39,7 @@ def check(kit, cuda_dirs):
             elif elf.is_cuda(name) and any(real.startswith(c) for c in cuda_real):
                 where["CUDA (host)"].add(name)
             elif elf.is_host_allowed(name):
-                where["glibc (host)"].add(name)
+                where["glibc and GCC runtime (host)"].add(name)
             else:
                 bad.append(f"{rel}: {name} -> {resolved} (outside the kit)")
     return files, where, bad
@@ -54,7 +54,7 @@ def main(argv=None):
         p.error(f"{a.kit}: not an unpacked kit (no runtime/ directory)")
     files, where, bad = check(a.kit, [d for d in a.cuda_path.split(":") if d])
     print(f"ldcheck: {len(files)} ELF files in {a.kit}")
-    for cls in ("inside the kit", "CUDA (host)", "glibc (host)"):
+    for cls in ("inside the kit", "CUDA (host)", "glibc and GCC runtime (host)"):
         names = sorted(where[cls])
         print(f"  {cls}: {len(names)} libraries" + (f": {' '.join(names)}" if cls != "inside the kit" else ""))
     for line in bad:
