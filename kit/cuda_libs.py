@@ -61,14 +61,14 @@ def _int_query(lib, func, n=1):
 
 
 def _cublas(lib):
-    return [_int_query_prop(lib, k) for k in (0, 1, 2)]
-
-
-def _int_query_prop(lib, kind):
-    v = ctypes.c_int(0)
-    if lib.cublasGetProperty(kind, ctypes.byref(v)) != 0:
-        raise OSError("cublasGetProperty")
-    return v.value
+    """cuBLAS's MAJOR, MINOR, PATCH (cublasGetProperty's libraryPropertyType 0, 1, 2)."""
+    vals = []
+    for kind in (0, 1, 2):
+        v = ctypes.c_int(0)
+        if lib.cublasGetProperty(kind, ctypes.byref(v)) != 0:
+            raise OSError("cublasGetProperty")
+        vals.append(v.value)
+    return vals
 
 
 # soname prefix -> how the library reports its own version (no GPU needed)

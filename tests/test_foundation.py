@@ -50,15 +50,20 @@ def toy_fcn():
     return n.to_proto()
 
 
-def test_sgd_step_with_python_layer_crop_and_deconvolution(tmp_path):
+def toy_solver(tmp_path, base_lr):
+    """A solver prototxt in tmp_path that trains toy_fcn() with SGD."""
     net_path = tmp_path / "toy.prototxt"
     net_path.write_text(str(toy_fcn()))
     solver = caffe.proto.caffe_pb2.SolverParameter(
-        train_net=str(net_path), base_lr=0.5, momentum=0.9, lr_policy="fixed",
+        train_net=str(net_path), base_lr=base_lr, momentum=0.9, lr_policy="fixed",
         max_iter=100, display=0, snapshot_prefix=str(tmp_path / "s"), random_seed=1)
     solver_path = tmp_path / "solver.prototxt"
     solver_path.write_text(text_format.MessageToString(solver))
-    sgd = caffe.SGDSolver(str(solver_path))
+    return solver_path
+
+
+def test_sgd_step_with_python_layer_crop_and_deconvolution(tmp_path):
+    sgd = caffe.SGDSolver(str(toy_solver(tmp_path, base_lr=0.5)))
     crop_layer = [l for l in toy_fcn().layer if l.name == "score"][0]
     assert list(crop_layer.crop_param.offset) == [10]       # from coord_map, not hand-set
     sgd.step(1)

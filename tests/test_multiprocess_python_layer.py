@@ -13,10 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from google.protobuf import text_format
-
-import caffe
-from tests.test_foundation import toy_fcn
+from tests.test_foundation import toy_solver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,17 +31,6 @@ RANK = textwrap.dedent("""
 """)
 
 
-def write_solver(tmp_path):
-    net_path = tmp_path / "train.prototxt"
-    net_path.write_text(str(toy_fcn()))
-    solver = caffe.proto.caffe_pb2.SolverParameter(
-        train_net=str(net_path), base_lr=0.1, momentum=0.9, lr_policy="fixed",
-        max_iter=10, display=0, snapshot_prefix=str(tmp_path / "s"), random_seed=1)
-    path = tmp_path / "solver.prototxt"
-    path.write_text(text_format.MessageToString(solver))
-    return path
-
-
 def run_rank(solver_path, mode, rank):
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="0", GLOG_logtostderr="1")
     return subprocess.run([sys.executable, "-c", RANK, str(solver_path), mode, str(rank)],
@@ -52,7 +38,7 @@ def run_rank(solver_path, mode, rank):
 
 
 def test_each_rank_builds_and_steps_a_train_net_with_a_python_data_layer(tmp_path):
-    solver_path = write_solver(tmp_path)
+    solver_path = toy_solver(tmp_path, base_lr=0.1)
     for rank in (0, 1):
         out = run_rank(solver_path, "multiprocess", rank)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -64,6 +50,6 @@ def test_each_rank_builds_and_steps_a_train_net_with_a_python_data_layer(tmp_pat
 
 def test_threaded_multi_gpu_still_refuses_python_layers(tmp_path):
     """Without multiprocess (threads sharing one interpreter) the guard stays."""
-    out = run_rank(write_solver(tmp_path), "threads", 0)
+    out = run_rank(toy_solver(tmp_path, base_lr=0.1), "threads", 0)
     assert out.returncode != 0
     assert "PythonLayer is not implemented in Multi-GPU training" in out.stderr
