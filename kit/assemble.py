@@ -64,7 +64,7 @@ print(json.dumps(dict(
     executable=os.path.realpath(os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])),
     stdlib=sysconfig.get_paths(vars={"base": sys.base_prefix, "installed_base": sys.base_prefix})["stdlib"],
     platstdlib=sysconfig.get_paths(vars={"platbase": sys.base_prefix, "installed_platbase": sys.base_prefix})["platstdlib"],
-    site=sysconfig.get_paths()["purelib"])))
+    site=sysconfig.get_paths()["purelib"], libdir=sysconfig.get_config_var("LIBDIR"))))
 """
 
 # Which dists' files, and which scipy subpackages the project's data code loads:
@@ -174,9 +174,14 @@ def collect_libraries(runtime, env):
                 continue
             elif where is None:
                 raise SystemExit(f"kit.assemble: {path} needs {name}, which is not found")
-            elif not os.path.realpath(where).startswith(runtime + os.sep) and name not in copied:
+            elif os.path.realpath(where).startswith(runtime + os.sep):
+                continue
+            elif name not in copied:
                 copy_file(where, os.path.join(libdir, name))
                 copied[name] = where
+            elif os.path.realpath(where) != os.path.realpath(copied[name]):
+                raise SystemExit(f"kit.assemble: {name} resolves to {copied[name]} and, for "
+                                 f"{path}, to {where}: one copy only")
     for name, where in sorted(copied.items()):
         say(f"carried {name} <- {where}")
     return sorted(cuda), copied
@@ -257,8 +262,10 @@ def main(argv=None):
     copy_file(os.path.join(ROOT, "kit", "python.sh"), wrapper)
     os.chmod(wrapper, 0o755)
 
+    # the interpreter's own libpython first: pycaffe would otherwise resolve
+    # the system's (Debian's 3.11.2, other dependencies) from the default path
     build_lib = os.path.join(a.caffe_src, "build", "lib")
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{a.cuda_lib}:{build_lib}")
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{info['libdir']}:{a.cuda_lib}:{build_lib}")
     cuda, copied = collect_libraries(runtime, env)
     wheel_dirs = [os.path.join(dst_site, d) for d in os.listdir(dst_site)
                   if d not in ("caffe",)]
