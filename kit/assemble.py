@@ -11,7 +11,7 @@ Why each part is there (docs/gpu-kit.md has the whole story):
 - runtime/python/.../site-packages/caffe: pycaffe (CUDA + cuDNN + NCCL);
 - runtime/lib: every non-CUDA shared library those load (ldd's answer),
   stripped, each with RUNPATH $ORIGIN; runtime/bin/caffe-gtest: Caffe's own
-  gtests for the layers FCN uses;
+  gtests for the layers FCN uses (runtime/gtest/: their data files);
 - the project's git-tracked files at the top, so `kit/run.sh` is the kit's
   entry point.
 The CUDA libraries are left to the host (kit/elf.py says which are which).
@@ -258,6 +258,9 @@ def main(argv=None):
     versions = copy_site_packages(a.venv_python, info["site"], dst_site)
     copy_pycaffe(a.caffe_src, dst_site)
     copy_file(a.gtest, os.path.join(runtime, "bin", "caffe-gtest"))
+    # the solver tests read src/caffe/test/test_data/ relative to their working directory
+    shutil.copytree(os.path.join(a.caffe_src, "src", "caffe", "test", "test_data"),
+                    os.path.join(runtime, "gtest", "src", "caffe", "test", "test_data"))
     wrapper = os.path.join(runtime, "bin", "python")
     copy_file(os.path.join(ROOT, "kit", "python.sh"), wrapper)
     os.chmod(wrapper, 0o755)

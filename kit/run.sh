@@ -89,7 +89,7 @@ trap 'rm -f "$ld_file" "${torch_wrapper:-}"' EXIT
   "$py" -m kit.cuda_libs "${nvidia_dirs[@]/#/--nvidia-dir=}" --ld-path "$caller_ld_path" --export "$ld_file"
   echo "cuda_libs_status: $?"
   echo "kit manifest (runtime/MANIFEST.json):"
-  sed 's/^/  /' "$runtime/MANIFEST.json"
+  sed 's/^/  /' "$runtime/MANIFEST.json"; echo
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 KIT_CUDA_LIBRARY_PATH=$(cat "$ld_file")

@@ -129,12 +129,17 @@ def test_cuda_pattern_names_only_nvidia_libraries():
 
 
 FAKE_GTEST = r'''#!/usr/bin/env python3
-import sys, time
-tests = {"ConvTest/0": ["A", "B"], "ConvTest/2": ["A"], "CuDNNConvTest/0": ["A", "B"]}
+import os, sys, time
+tests = {"ConvTest/0": ["A", "B"], "ConvTest/1": ["C", "D"], "ConvTest/2": ["A"],
+         "CuDNNConvTest/0": ["A", "B"]}
 flt = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--gtest_filter=")), "*")
 def selected(name):
     gpu = name.startswith("CuDNN") or "/2." in name or "/3." in name
-    return (not gpu) if flt.startswith("-") else gpu
+    if flt == "-*CuDNN*:*/2.*:*/3.*":
+        return not gpu
+    if flt == "*CuDNN*:*/2.*:*/3.*":
+        return gpu
+    return name in flt.split(":")
 if "--gtest_list_tests" in sys.argv:
     for suite, cases in tests.items():
         if any(selected(f"{suite}.{c}") for c in cases):
@@ -143,15 +148,20 @@ if "--gtest_list_tests" in sys.argv:
                 if selected(f"{suite}.{c}"):
                     print("  " + c)
     sys.exit(0)
+assert os.path.exists("src/caffe/test/test_data/solver_data_list.txt")   # run in the data dir
 print("Cuda number of devices: 0", flush=True)
 for suite, cases in tests.items():
     for c in cases:
         if selected(f"{suite}.{c}"):
-            if c == "B" and suite.startswith("CuDNN"):
+            print(f"[ RUN      ] {suite}.{c}", flush=True)
+            if (suite, c) == ("CuDNNConvTest/0", "B"):
                 time.sleep(30)
+            if (suite, c) == ("ConvTest/1", "C"):
+                print("F1204 check failed", flush=True)
+                os.abort()
             status = "FAILED" if (suite, c) == ("ConvTest/0", "B") else "OK"
-            print(f"[ RUN      ] {suite}.{c}\n[{status:^10s}] {suite}.{c} (3 ms)", flush=True)
-sys.exit(1 if "-" in flt[:1] else 0)
+            print(f"[{status:^10s}] {suite}.{c} (3 ms)", flush=True)
+sys.exit(0)
 '''
 
 
@@ -159,24 +169,33 @@ def fake_gtest(tmp_path):
     path = tmp_path / "caffe-gtest"
     path.write_text(FAKE_GTEST)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
+    data = tmp_path / "data" / "src" / "caffe" / "test" / "test_data"
+    data.mkdir(parents=True)
+    (data / "solver_data_list.txt").write_text("x\n")
+    return ["--binary", str(path), "--data-dir", str(tmp_path / "data")]
 
 
-def test_gtest_counts_cpu_mode_passes_and_failures(tmp_path, capsys):
+def summary_of(result):
+    return json.loads(result.read_text().splitlines()[-1][len("json: "):])
+
+
+def test_gtest_counts_passes_failures_and_a_crash_then_runs_on(tmp_path):
     result = tmp_path / "gtest.txt"
-    rc = gtest.main([str(result), "--binary", fake_gtest(tmp_path), "--cpu", "--seconds", "20"])
+    rc = gtest.main([str(result), *fake_gtest(tmp_path), "--cpu", "--seconds", "20"])
     assert rc == 1
+    summary = summary_of(result)
+    assert (summary["selected"], summary["passed"], summary["failed"], summary["not_run"]) == (4, 2, 2, 0)
+    assert summary["failed_tests"] == ["ConvTest/0.B", "ConvTest/1.C"]
+    assert summary["crashed_tests"] == ["ConvTest/1.C"]       # and ConvTest/1.D still ran
     text = result.read_text()
-    summary = json.loads(text.splitlines()[-1][len("json: "):])
-    assert (summary["selected"], summary["passed"], summary["failed"], summary["not_run"]) == (2, 1, 1, 0)
-    assert summary["failed_tests"] == ["ConvTest/0.B"]
-    assert "FAILED ConvTest/0.B" in text and summary["filter"] == gtest.CPU_FILTER
+    assert "FAILED ConvTest/0.B" in text and "CRASHED ConvTest/1.C" in text
+    assert summary["filter"] == gtest.CPU_FILTER
 
 
 def test_gtest_time_limit_counts_the_rest_as_not_run(tmp_path):
     result = tmp_path / "gtest.txt"
-    rc = gtest.main([str(result), "--binary", fake_gtest(tmp_path), "--gpu", "0", "--seconds", "3"])
-    summary = json.loads(result.read_text().splitlines()[-1][len("json: "):])
+    rc = gtest.main([str(result), *fake_gtest(tmp_path), "--gpu", "0", "--seconds", "3"])
+    summary = summary_of(result)
     assert rc == 1 and summary["timed_out"]
     assert (summary["selected"], summary["passed"], summary["not_run"]) == (3, 2, 1)
     assert summary["suites"]["CuDNNConvTest"] == {"passed": 1, "not run": 1}
