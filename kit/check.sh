@@ -44,6 +44,8 @@ env -i "$kit/kit/run.sh" "$fresh/selftest" --selftest --compare "$fresh/referenc
   --nvidia-site-packages "$nvsite" >&2 || die "the kit's self-test failed (log above)"
 
 cuda_path=$(ls -d "$nvsite"/nvidia/*/lib | paste -sd:)
+# from the fresh directory: `python -m kit.X` must import the kit's copy, not this checkout's
+cd "$fresh"
 env -i "$kit/runtime/bin/python" -m kit.ldcheck "$kit" --cuda-path "$cuda_path" >&2 \
   || die "the kit loads libraries from outside itself"
 
