@@ -10,7 +10,9 @@
 #   3. tar | xz into $KIT_DIR/fcn-gpu-kit.tar.xz, refused above 56 MiB.
 # The kit is cached: its key hashes the Caffe build's stamp, the gtest list,
 # the interpreter and every git-tracked file, so a second run with nothing
-# changed only prints where the archive is.
+# changed only prints where the archive is. A copy is kept beside the CUDA
+# build ($CAFFE_CACHE/kit), shared like it by every clone of this user: a
+# fresh clone of the same commit (CI) copies it instead of packing again.
 #
 # Environment: KIT_DIR (default ./.cache/kit), JOBS (default: all cores),
 # KIT_MAX_MIB (default 56).
@@ -39,6 +41,11 @@ archive="$KIT_DIR/fcn-gpu-kit.tar.xz"
 key=$( { echo "$stamp"; echo $GTEST_SUITES; echo "$CUDA_ARCH_BIN"
          "$PYTHON" -c 'import sys; print(sys.version)'
          git ls-files -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
+shared="$CAFFE_CACHE/kit"
+if [ "$(cat "$KIT_DIR/key" 2>/dev/null)" != "$key" ] && [ "$(cat "$shared/key" 2>/dev/null)" = "$key" ]; then
+  cp "$shared/fcn-gpu-kit.tar.xz" "$archive.tmp" && mv "$archive.tmp" "$archive" && cp "$shared/key" "$KIT_DIR/key"
+  say "kit copied from the shared cache $shared"
+fi
 if [ -f "$archive" ] && [ "$(cat "$KIT_DIR/key" 2>/dev/null)" = "$key" ]; then
   say "up-to-date kit: $archive ($(du -m "$archive" | cut -f1) MiB, key $key)"
   echo "$archive"
@@ -86,5 +93,6 @@ if [ "$bytes" -gt $(( KIT_MAX_MIB * 1048576 )) ]; then
   die "the kit is $mib MiB, over the $KIT_MAX_MIB MiB limit"
 fi
 echo "$key" > "$KIT_DIR/key"
+mkdir -p "$shared" && rm -f "$shared/key" && cp "$archive" "$shared/fcn-gpu-kit.tar.xz" && cp "$KIT_DIR/key" "$shared/key"
 say "kit built in $(( $(date +%s) - start )) s"
 echo "$archive"
