@@ -59,6 +59,7 @@ out=$(cd "$out" && pwd -P)
 py="$runtime/bin/python"
 caller_ld_path="${LD_LIBRARY_PATH:-}"
 exec > >(tee -a "$out/run.log") 2>&1
+tee_pid=$!
 say() { printf '[kit %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 t_start=$(date +%s)
 say "kit $top -> $out"
@@ -73,7 +74,8 @@ elif command -v python3 >/dev/null; then
     env -u PYTHONHOME -u PYTHONPATH python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
 fi
 ld_file=$(mktemp)
-trap 'rm -f "$ld_file" "${torch_wrapper:-}"' EXIT
+# at exit: remove the temporary files, and let tee write run.log's last lines
+trap 'rm -f "$ld_file" "${torch_wrapper:-}"; exec >&- 2>&-; wait "$tee_pid" 2>/dev/null' EXIT
 {
   echo "# kit/run.sh environment, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null), $(uname -sr), $( . /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
