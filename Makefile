@@ -17,13 +17,15 @@ export PYTHONUNBUFFERED := 1
 -include .cache/device.mk
 
 .PHONY: help install deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
-        cuda-check gpu-check
+        cuda-check gpu-check gpu-kit kit-check
 
 help:
 	@echo "make install     Debian build deps, .venv with pinned deps, CPU pycaffe (cached)"
 	@echo "make install CUDA=1   the same with CUDA 13 + cuDNN 9 + NCCL pycaffe (toolkit from PyPI wheels)"
 	@echo "make cuda-check  CI's GPU-less check: CUDA pycaffe (sm_90) in .venv-cuda, fast tests in CPU mode"
 	@echo "make gpu-check   on a GPU machine: GPU vs CPU outputs, GPU benchmark, demo on the GPU"
+	@echo "make gpu-kit     the relocatable GPU kit (.cache/kit/fcn-gpu-kit.tar.xz, <= 56 MiB; docs/gpu-kit.md)"
+	@echo "make kit-check   CI's GPU-less proof that the kit is self-contained (builds it, cached)"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
 	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites the README's demo results"
@@ -103,11 +105,30 @@ bench: install
 # out), then the fast suite against that pycaffe in CPU mode. The build
 # script test inside the suite re-runs this very build and must find it cached.
 CUDA_VENV := .venv-cuda
+CHECK_ARCHS := 90
+define cuda_venv
+test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV) && \
+  $(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+endef
 cuda-check: deps
-	@test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV)
-	@$(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,90,caffe-cuda-check) && \
+	@$(cuda_venv)
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
 	  $(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
+
+# The relocatable GPU kit (docs/gpu-kit.md): the cuda-check build (same toolkit,
+# patched source and flags as `make install CUDA=1`, sm_90), Caffe's gtests, a
+# Python 3.11 runtime and the project's code in one archive under .cache/kit/.
+# kit-check unpacks it elsewhere and proves it self-contained against the CPU
+# build (.venv) as reference. Both are cached: a second run takes seconds.
+gpu-kit: deps
+	@$(cuda_venv)
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	  bash kit/build.sh
+
+kit-check: install deps
+	@$(cuda_venv)
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	  bash kit/build.sh >/dev/null && PY=$(PY) bash kit/check.sh
 
 # On a machine with a GPU (after `make install CUDA=1`, or in the Docker image).
 gpu-check: install

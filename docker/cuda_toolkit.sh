@@ -14,7 +14,11 @@
 set -euo pipefail
 
 # name==version sha256 (CUDA 13.0 update 2 toolchain and libraries; cuDNN
-# 9.13 is the first cuDNN built for CUDA 13.0). About 1.1 GB to download.
+# 9.13 is the first cuDNN built for CUDA 13.0). About 1.2 GB to download.
+# NVRTC is not needed to build: cuDNN 9 dlopens libnvrtc.so.13 at run time
+# (libcudnn_graph.so.9: "cannot load libnvrtc") for its runtime-compiled
+# engines (libcudnn_engines_runtime_compiled.so.9) and fails those engines
+# without it; it lies in lib64 beside libcudnn*, where cuDNN's $ORIGIN finds it.
 WHEELS="
 nvidia-cuda-nvcc==13.0.88 56fe502eb77625a12f25172caa3cdddb4e4c8ba2c8c17dba44b164761b380f03
 nvidia-cuda-crt==13.0.88 2c8043c7c9e02492716426e9919fc78d2c5b3b2a7a768a88e952676b08aa55a4
@@ -25,6 +29,7 @@ nvidia-cublas==13.0.2.14 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a
 nvidia-curand==10.4.0.35 1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc
 nvidia-nccl-cu13==2.27.7 b28a524abd8389b76a4a3f133c76a7aaa7005e47fcaa9d9603b90103927a3f93
 nvidia-cudnn-cu13==9.13.0.50 2150b4850725d30653ec3e365f0732e3e2e3eb8633cf3bd2d3117628dea8b4f9
+nvidia-cuda-nvrtc==13.0.88 ad9b6d2ead2435f11cbb6868809d2adeeee302e9bb94bcf0539c7a40d80e8575
 "
 
 PYTHON=${PYTHON:-python3}

@@ -50,15 +50,20 @@ def toy_fcn():
     return n.to_proto()
 
 
-def test_sgd_step_with_python_layer_crop_and_deconvolution(tmp_path):
+def toy_solver(tmp_path, base_lr):
+    """A solver prototxt in tmp_path that trains toy_fcn() with SGD."""
     net_path = tmp_path / "toy.prototxt"
     net_path.write_text(str(toy_fcn()))
     solver = caffe.proto.caffe_pb2.SolverParameter(
-        train_net=str(net_path), base_lr=0.5, momentum=0.9, lr_policy="fixed",
+        train_net=str(net_path), base_lr=base_lr, momentum=0.9, lr_policy="fixed",
         max_iter=100, display=0, snapshot_prefix=str(tmp_path / "s"), random_seed=1)
     solver_path = tmp_path / "solver.prototxt"
     solver_path.write_text(text_format.MessageToString(solver))
-    sgd = caffe.SGDSolver(str(solver_path))
+    return solver_path
+
+
+def test_sgd_step_with_python_layer_crop_and_deconvolution(tmp_path):
+    sgd = caffe.SGDSolver(str(toy_solver(tmp_path, base_lr=0.5)))
     crop_layer = [l for l in toy_fcn().layer if l.name == "score"][0]
     assert list(crop_layer.crop_param.offset) == [10]       # from coord_map, not hand-set
     sgd.step(1)
@@ -89,7 +94,7 @@ def pristine_archive():
 def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
                     "--strip-components=1"], check=True)
-    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 11)]
+    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 13)]
     for path in PATCHES:
         with open(path) as f:
             out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
@@ -107,6 +112,12 @@ def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     assert "CXXFLAGS += -fopenmp" in (tmp_path / "Makefile").read_text()
     assert "-fopenmp" not in "".join(l for l in (tmp_path / "Makefile").read_text().splitlines()
                                      if l.startswith("NVCCFLAGS"))
+    # 0011: Python layers under one process per GPU; 0012: cuDNN algorithms per shape
+    assert "!Caffe::multiprocess()" in \
+        (tmp_path / "include/caffe/layers/python_layer.hpp").read_text()
+    cudnn_conv = (tmp_path / "src/caffe/layers/cudnn_conv_layer.cpp").read_text()
+    assert "if (shapes == algo_shapes_) { return; }" in cudnn_conv
+    assert cudnn_conv.index("cudnnDestroy(handle_[g])") < cudnn_conv.index("cudaStreamDestroy(stream_[g])")
 
 
 def test_cache_key_changes_with_a_patch(tmp_path):

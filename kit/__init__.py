@@ -1,0 +1,3 @@
+"""The relocatable GPU kit: build (`make gpu-kit`), check (`make kit-check`), run (`kit/run.sh`).
+
+See docs/gpu-kit.md."""
