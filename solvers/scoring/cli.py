@@ -3,8 +3,8 @@
     python -m solvers.score MODEL WEIGHTS [--split SPLIT] [--root PATH]
                             [--cpu | --gpu N] [--out metrics.json]
 
-The metrics and their definitions are in solvers.metrics, net scoring in
-solvers.evaluate. Exit status: 0 scored; 2 a bad flag, file or model (one
+The metrics and their definitions are in solvers.scoring.metrics, net scoring in
+solvers.scoring.evaluate. Exit status: 0 scored; 2 a bad flag, file or model (one
 line on stderr).
 """
 import argparse
@@ -25,7 +25,7 @@ from .metrics import METRIC_KEYS, METRIC_NAMES, fast_hist, metrics  # noqa: F401
 DESCRIPTION = ("Score a trained FCN on a whole evaluation split "
                "(pixel acc, mean acc, mean IU, frequency weighted IU, per-class IU).")
 EPILOG = """Metrics follow Long, Shelhamer, Darrell (CVPR 2015 / PAMI 2016), from one
-confusion matrix over the whole split (see solvers/metrics.py). A class mean
+confusion matrix over the whole split (see solvers/scoring/metrics.py). A class mean
 runs over the classes in ground truth or prediction, as the reference's
 did; a head whose record says so (SIFT Flow's semantic head) is scored over
 classes present in the ground truth only, unless --all-classes."""

@@ -6,7 +6,7 @@ with the score the authors report for each.
 
 MODEL: released model names (`python -m surgery published`; default all 14).
 Each is fetched on first use through the verified downloader (weights/published/),
-scored on its dataset's evaluation split (solvers.evaluate, the same scoring
+scored on its dataset's evaluation split (solvers.scoring.evaluate, the same scoring
 as `python -m solvers.score`), and printed as: paper mean IU, ours,
 difference, with the split and the number of images scored beside the
 paper's. Exit status: 0 all scored; 2 a bad flag, model, file or dataset.

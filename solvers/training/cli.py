@@ -1,6 +1,6 @@
 """Train one FCN stage: prototxts -> solver -> initial weights -> SGD -> scores.
 
-The run itself (what lands in runs/<model>/) is solvers.run.Run; this module
+The run itself (what lands in runs/<model>/) is solvers.training.run.Run; this module
 is its command line (examples: EXAMPLES). Exit status: 0 trained; 2 a bad flag, file, model or
 .solverstate, or a bad image/label met mid-run or at the final scoring (one line on stderr, naming
 the snapshot kept); 3 the loss diverged; 130 interrupted (snapshot taken).
