@@ -3,7 +3,8 @@
 The run itself (what lands in runs/<model>/) is solvers.training.run.Run; this module
 is its command line (examples: EXAMPLES). Exit status: 0 trained; 2 a bad flag, file, model or
 .solverstate, or a bad image/label met mid-run or at the final scoring (one line on stderr, naming
-the snapshot kept); 3 the loss diverged; 130 interrupted (snapshot taken).
+the snapshot kept); 3 the loss diverged; 130 interrupted (snapshot taken). With --gpus, the
+first failing rank's status (128 + N when it died by signal N); the other ranks are stopped.
 """
 import argparse
 import sys
