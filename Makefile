@@ -28,7 +28,7 @@ help:
 	@echo "make kit-check   CI's GPU-less proof that the kit is self-contained (builds it, cached)"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
-	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites the README's demo results"
+	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites docs/demo.md's demo results"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"

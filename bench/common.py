@@ -9,7 +9,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -17,10 +16,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 JSON_TAG = "BENCH_JSON "          # prefix of the one result line a child prints
+from common.caffe_log import quiet_caffe
 from common.report import (N_CORES, THREAD_VARS, host_info, markdown,  # noqa: F401 (re-exported)
                            peak_rss_mb, thread_env)
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+quiet_caffe()
 
 
 # ---- timing and memory ---------------------------------------------------------
@@ -180,24 +180,17 @@ def deploy_proto(model, size, loss=False):
 
 
 def load_net(proto):
-    """caffe.Net (TEST phase) from a NetParameter."""
-    import caffe
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    try:
-        return caffe.Net(f.name, caffe.TEST)
-    finally:
-        os.unlink(f.name)
+    """caffe.Net (TEST phase) from a NetParameter: netio's one way."""
+    from netio.nets import net_from_param
+    return net_from_param(proto)
 
 
 def bilinear(channels, size):
-    """Per-channel bilinear upsampling kernel (FCN's fixed deconvolution init)."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+    """Per-channel bilinear upsampling weights (FCN's fixed deconvolution init):
+    surgery.bilinear's kernel on the diagonal."""
+    from surgery.bilinear import bilinear_kernel
     w = np.zeros((channels, channels, size, size), np.float32)
-    w[range(channels), range(channels)] = filt
+    w[range(channels), range(channels)] = bilinear_kernel(size)
     return w
 
 

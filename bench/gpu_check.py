@@ -31,7 +31,7 @@ numbers; each has a time budget, --budgets, and says when it was cut short):
    (stand-in init) on a generated VOC-layout fixture of 500x375 images
    through the real data layer and loader processes: ms/iteration, data wait.
 4. demo: `python -m demo --gpu N`, its scores beside the CPU reference run's
-   (the README's demo results).
+   (docs/demo.md's demo results).
 5. nccl: two-rank `solvers.solve voc-fcn8s --gpus 0,1` for a few iterations
    on a fixture, if there are >= 2 GPUs; else a row saying so.
 
@@ -421,8 +421,8 @@ DEMO_COLUMNS = [("stage", "stage", None), ("mean_iu", "mean IU (GPU)", "{:.3f}")
 
 def demo_reference(readme):
     """The CPU reference run's scores per stage and the grid's mean IU range,
-    from the README's demo results (written by demo.robustness --readme);
-    {} when the README has none."""
+    from docs/demo.md's demo results (written by demo.robustness --readme);
+    {} when the file has none."""
     from demo.robustness import README_BEGIN, README_END
     try:
         with open(readme) as f:
@@ -451,7 +451,8 @@ def demo_reference(readme):
 def demo_part(args, machine, log=print):
     part = Part("demo", f"Demo (python -m demo) on GPU {args.gpu}, beside the CPU reference run",
                 DEMO_COLUMNS, args.budgets["demo"])
-    readme = os.path.join(common.ROOT, "README.md")
+    from demo.robustness import RESULTS_DOC
+    readme = RESULTS_DOC
     reference = demo_reference(readme)
     if not reference:
         part.notes.append(f"No CPU reference scores found in {readme} (the demo-results section).")
@@ -556,7 +557,7 @@ def standin(root, weights):
     """In a child: the nccl part's fixture (SBD-layout train, VOC-layout
     seg11valid, as voc-fcn8s reads them) and stand-in initial weights."""
     from data.layouts import write_sbdd, write_voc
-    from surgery.io import save_weights
+    from netio.nets import save_weights
     size = (375, 500)
     write_sbdd(root, [(f"t{k}", size) for k in range(8)], split="train")
     write_voc(root, [(f"v{k}", size) for k in range(2)], split="seg11valid")

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from netio.geometry import dilation, spatial
+
 from . import common
 
 MODELS = ("voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet")
@@ -32,19 +34,12 @@ SIZE = "500x500"
 # ---- the Caffe side: a NetParameter as plain data ------------------------------
 def _pair(p, name, default):
     """(h, w) of a Caffe conv/pool field that may be repeated, scalar or _h/_w."""
-    hw = name.replace("_size", "")                      # kernel_size -> kernel_h / kernel_w
-    if p.HasField(hw + "_h") or p.HasField(hw + "_w"):
-        return getattr(p, hw + "_h"), getattr(p, hw + "_w")
-    v = getattr(p, name)
-    if isinstance(v, int):
-        return (v, v) if p.HasField(name) else (default, default)
-    v = list(v)
-    return (default, default) if not v else (v[0], v[-1])
+    return tuple(spatial(p, name, default))
 
 
 def _conv_args(p):
     return dict(stride=_pair(p, "stride", 1), padding=_pair(p, "pad", 0),
-                dilation=(list(p.dilation) or [1])[0], groups=p.group)
+                dilation=dilation(p), groups=p.group)
 
 
 def _pool_args(p):

@@ -41,7 +41,7 @@ def fixture_dataset(root, images, size, n_classes=21):
 def timed_data_layer(run):
     """Wrap the train net's data layer forward (Caffe looks it up on the
     instance); returns the list each call appends its seconds to."""
-    from solvers.run import data_layer
+    from solvers.training.run import data_layer
     layer = data_layer(run.solver.net)
     inner, waits = layer.forward, []
 
@@ -57,7 +57,7 @@ def measure(gpu, iters, width=1.0, images=24, size=(H, W), budget_s=60.0):
     """Train `iters` timed iterations in this process (call it in a child)."""
     import caffe  # noqa: F401  (a clear import error before set_mode)
     from net_specs import get_model
-    from solvers.run import Run, data_layer
+    from solvers.training.run import Run, data_layer
     started = time.monotonic()
     common.set_mode(gpu)
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:

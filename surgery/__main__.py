@@ -10,7 +10,9 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
+from common.caffe_log import quiet_caffe
+
+quiet_caffe()  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
@@ -18,7 +20,9 @@ from common.cli import parse_width, run_cli  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
-from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from netio.nets import load_net, load_weights, save_weights  # noqa: E402
+
+from .io import load_for_surgery  # noqa: E402
 from .published import markdown_table, table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402
@@ -60,7 +64,7 @@ def convert(args):
     src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
-        copy_weights(dst, args.dst_weights)
+        load_weights(dst, args.dst_weights, warn=False)
     check_transplanted(initialise(src, dst, args.suffix), args)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")
@@ -109,7 +113,7 @@ def build_parser():
 
     p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
                        "size, checksum status and the paper's score")
-    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
+    p.add_argument("--markdown", action="store_true", help="as docs/released-models.md's Markdown table")
     p.set_defaults(run=published)
 
     e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")

@@ -1,4 +1,4 @@
-"""solvers.multigpu without a GPU: the supervision of the rank processes
+"""solvers.training.multigpu without a GPU: the supervision of the rank processes
 (spawned, waited on together, the rest stopped when one fails, a signal
 death reported) driven with stand-in ranks (tests/fake_ranks.py), and each
 rank's Run on the CPU build (resume on every rank, snapshots on rank 0,
@@ -19,8 +19,8 @@ from caffe.proto import caffe_pb2
 from data.layouts import write_voc
 from net_specs import get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from solvers import multigpu
-from solvers.multigpu import MultiGpuConfig, open_rank, start_ranks, supervise
+from solvers.training import multigpu
+from solvers.training.multigpu import MultiGpuConfig, open_rank, start_ranks, supervise
 from tests import fake_ranks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +78,7 @@ def supervised_in_a_terminal_group(plan, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {ROOT!r})
-        from solvers.multigpu import start_ranks, supervise
+        from solvers.training.multigpu import start_ranks, supervise
         from tests import fake_ranks
         if __name__ == "__main__":
             procs, stop = start_ranks(fake_ranks.behave, ({tuple(plan)!r}, {str(tmp_path)!r}), {len(plan)})
@@ -165,7 +165,7 @@ def test_layer_wise_reduce_is_off_when_iter_size_accumulates(toy, tmp_path):
 
 def test_resume_restores_the_solver_state_on_every_rank(toy, tmp_path):
     """Before, rank 1 started at iteration 0 with empty momentum history."""
-    from solvers.run import Run
+    from solvers.training.run import Run
     model = get_model("fcn32s")
     first = Run.open(model, out_dir=str(tmp_path / "first"), width=WIDTH, dataset=toy, workers=0,
                      solver_overrides=dict(base_lr=1e-8))

@@ -13,7 +13,7 @@ import caffe
 from common.atomic import atomic_write
 from net_specs import build
 from net_specs.models import MODELS
-from solvers.weights import load_weights
+from netio.nets import load_weights
 from surgery.download import download
 from surgery.errors import SurgeryError
 from surgery.published import RELEASED_LIST, get_released
@@ -180,7 +180,7 @@ def test_infer_with_published_weights_uses_the_released_file(tmp_path):
 
 
 def test_readme_table_is_the_current_one():
-    """The README shows `python -m surgery published --markdown` verbatim."""
+    """docs/released-models.md shows `python -m surgery published --markdown` verbatim."""
     from surgery.published import markdown_table
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs", "released-models.md"), encoding="utf-8") as f:
         assert markdown_table() in f.read()
