@@ -15,6 +15,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 import caffe  # noqa: E402
 
 from common.cli import parse_width, run_cli  # noqa: E402
+from common.outputs import check_file  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
@@ -33,14 +34,10 @@ def parse_shape(text):
         raise argparse.ArgumentTypeError(f"expected TOP=NxCxHxW, got {text!r}") from None
 
 
-def check_out_is_new(args):
-    """--out must not be one of the inputs: the write would replace it."""
-    for flag in ("src_proto", "src_weights", "dst_proto", "dst_weights"):
-        path = getattr(args, flag)
-        if path and os.path.exists(path) and os.path.exists(args.out) and \
-                os.path.samefile(path, args.out):
-            raise SurgeryError(f"--out {args.out} is the --{flag.replace('_', '-')} input; "
-                               "refusing to overwrite it (choose another output file)")
+def check_out(args, inputs):
+    """--out is checked before any work (common.outputs): a file, writable,
+    not one of `inputs` (attribute names of args)."""
+    check_file(args.out, [("--" + name.replace("_", "-"), getattr(args, name)) for name in inputs])
 
 
 def check_transplanted(report, args):
@@ -56,7 +53,7 @@ def check_transplanted(report, args):
 
 
 def convert(args):
-    check_out_is_new(args)
+    check_out(args, ("src_proto", "src_weights", "dst_proto", "dst_weights"))
     src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
@@ -73,6 +70,7 @@ def download(args):
 def export_onnx(args):
     from .download import weights_argument
     from .onnx_export import export
+    check_out(args, ("weights",))
     out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
                           args.width)
     print(f"wrote {out} ({n_nodes} ONNX nodes)")

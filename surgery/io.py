@@ -15,6 +15,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from common.atomic import atomic_path
+from common.outputs import check_free_space
 
 from .errors import SurgeryError
 
@@ -297,6 +298,16 @@ def load_for_surgery(proto, phase=caffe.TRAIN, shapes=None, size=INPUT_SIZE):
 
 
 def save_weights(net, path):
-    """net.save through a temporary name and os.replace: never a half-written file."""
+    """net.save through a temporary name and os.replace: never a half-written
+    file. Caffe aborts the process when its write fails, so the free space is
+    checked first (OutputError, the previous file untouched)."""
+    check_free_space(path, caffemodel_bytes(net))
     with atomic_path(path) as tmp:
         net.save(tmp)
+
+
+def caffemodel_bytes(net):
+    """About what net.save writes: every learned blob as float32, plus the
+    layer definitions (small beside the weights)."""
+    blobs = sum(b.data.nbytes for params in net.params.values() for b in params)
+    return blobs + 512 * len(net.layers)
