@@ -142,6 +142,29 @@ def check_labels(label, n_classes, path):
     return label
 
 
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSED = (5, 6, 7, 8)      # orientations shown rotated by 90 degrees
+
+
+def exif_hint(image_path, label_size):
+    """A note for a label/image size mismatch when the photo carries an EXIF
+    rotation: viewers show it rotated, but every tool here (training,
+    scoring, inference) uses the stored, unrotated pixels, and labels must
+    match those."""
+    try:
+        with Image.open(image_path) as im:
+            orientation = im.getexif().get(EXIF_ORIENTATION)
+            size = im.size
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    if orientation in EXIF_TRANSPOSED and tuple(label_size) == size[::-1]:
+        return (f"; the photo carries EXIF orientation {orientation}, so viewers show it "
+                f"rotated to {size[1]}x{size[0]}: EXIF rotation is ignored here (labels must "
+                "match the stored, unrotated pixels), so rotate the label back or strip the "
+                "rotation from the photo (e.g. exiftran -a / mogrify -auto-orient)")
+    return ""
+
+
 def caffe_label(label):
     """H x W integer classes -> 1 x H x W float32, as SoftmaxWithLoss reads it."""
     return np.asarray(label, dtype=np.float32)[np.newaxis]

@@ -440,6 +440,8 @@ def test_save_weights_is_atomic(classifier, tmp_path):
     assert read_weights(str(out)).layer and os.listdir(out.parent) == ["out.caffemodel"]
 
     class Failing:
+        params, layers = {}, []             # what the free-space estimate reads
+
         def save(self, path):
             open(path, "wb").write(b"partial")
             raise RuntimeError("disk full")
@@ -546,7 +548,7 @@ def test_cli_refuses_to_overwrite_an_input(classifier, tmp_path):
         out = tmp_path / ".." / tmp_path.name / path.name          # the same file, spelt differently
         r = run_cli("convert", "--src-proto", src_proto, "--src-weights", src_weights,
                     "--dst-proto", dst_proto, "--out", out)
-        assert_refused(r, f"is the {flag} input; refusing to overwrite it")
+        assert_refused(r, f"is the {flag} input", "refusing to overwrite it")
     assert {p: p.read_bytes() for p in before} == before
 
 
