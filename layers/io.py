@@ -38,6 +38,9 @@ def read_split(path):
         raise FileNotFoundError(f"split file not found: {path}")
     with open(path, "rb") as f:
         raw = f.read()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\0" in raw and _looks_utf16(raw)):
+        raise DataError(path, "UTF-16 text: save the split file as UTF-8 (ids one per line), "
+                              "e.g. iconv -f UTF-16 -t UTF-8")
     if b"\0" in raw:
         raise DataError(path, "binary content (NUL bytes): expected a text file of ids, one per line")
     try:
@@ -57,6 +60,13 @@ def read_split(path):
     if not ids:
         raise DataError(path, "the split file lists no ids")
     return ids
+
+
+def _looks_utf16(raw):
+    """UTF-16 without a byte-order mark: every other byte NUL (ASCII ids)."""
+    head = raw[:200]
+    return len(head) >= 4 and (head[1::2].count(0) == len(head[1::2]) or
+                               head[0::2].count(0) == len(head[0::2]))
 
 
 def _open_image(path):

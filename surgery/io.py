@@ -45,6 +45,9 @@ def read_weights(path):
         raise SurgeryError(f"{path}: HDF5 weights are not supported, use a binary .caffemodel")
     with open(path, "rb") as f:
         data = f.read()
+    not_weights = what_else(path, data)
+    if not_weights:
+        raise SurgeryError(f"{path} is {not_weights}, not a caffemodel of trained weights")
     param = caffe_pb2.NetParameter()
     try:
         param.ParseFromString(data)
@@ -55,6 +58,31 @@ def read_weights(path):
         raise SurgeryError(f"caffemodel {path} ({len(data)} bytes) holds no learned "
                            f"parameters: empty, truncated or not a caffemodel")
     return param
+
+
+def what_else(path, data):
+    """What a file given as weights is instead, for the two usual mix-ups:
+    a solver state (.solverstate) and a text prototxt; None otherwise."""
+    state = caffe_pb2.SolverState()
+    if path.endswith(".solverstate") or data[:1] == b"\x08":    # SolverState starts with iter
+        try:
+            state.ParseFromString(data)
+        except Exception:
+            state = None
+        if state is not None and state.learned_net:
+            return (f"a solver state (iteration {state.iter}; --resume takes it) whose weights "
+                    f"are in {state.learned_net}")
+        if path.endswith(".solverstate"):
+            return "a solver state (--resume takes it; the weights are the .caffemodel beside it)"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    words = ("layer", "name:", "input:", "base_lr", "net:", "type:")
+    if text.strip() and any(w in text for w in words):
+        kind = "a solver prototxt" if "base_lr" in text or "net:" in text else "a prototxt"
+        return f"{kind} (text)"
+    return None
 
 
 def weight_layers(param):

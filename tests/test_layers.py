@@ -343,6 +343,12 @@ def test_split_file_binary_bom_and_duplicates(tmp_path):
             make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
         assert split in str(e.value)
 
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):        # with and without a BOM
+        open(split, "wb").write("a\nb\n".encode(encoding))
+        with pytest.raises(DataError, match="UTF-16 text: save the split file as UTF-8") as e:
+            FolderReader.from_param_str(json.dumps(base_params(root)))
+        assert split in str(e.value)
+
     open(split, "w").write("a\nb\n\n a \n")
     with pytest.raises(DataError, match=r"id 'a' is listed twice \(lines 1 and 4\)") as e:
         make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])

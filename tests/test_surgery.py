@@ -678,3 +678,22 @@ def test_recipe_initialises_color_depth_first_conv(tmp_path):
     assert np.array_equal(dst.params["conv1_1_bgrd"][1].data, src.params["conv1_1"][1].data)
     assert np.allclose(dst.params["fc6"][0].data.ravel(), src.params["fc6"][0].data.ravel())
     assert dst.params["upscore"][0].data[0, 0].max() > 0
+
+
+def test_read_weights_names_a_solverstate_or_prototxt_for_what_it_is(classifier, tmp_path):
+    state = caffe_pb2.SolverState()
+    state.iter, state.learned_net = 400, "runs/x/train_iter_400.caffemodel"
+    for name in ("train_iter_400.solverstate", "renamed.caffemodel"):
+        path = tmp_path / name
+        path.write_bytes(state.SerializeToString())
+        with pytest.raises(SurgeryError, match="is a solver state .iteration 400; --resume takes "
+                                               "it. whose weights are in runs/x/train_iter_400"):
+            read_weights(str(path))
+    with pytest.raises(SurgeryError, match=r"vgg_deploy.prototxt is a prototxt \(text\), not a "
+                                           "caffemodel"):
+        read_weights(classifier[0])
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "train.prototxt"\nbase_lr: 1e-10\n')
+    with pytest.raises(SurgeryError, match="is a solver prototxt"):
+        read_weights(str(solver))
+    assert read_weights(classifier[1]).layer            # a real caffemodel still reads
