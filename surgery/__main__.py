@@ -5,6 +5,9 @@ weights: transplant by name (fc layers convolutionalised), bilinear upscore*
 deconvolutions, written atomically, with the transplant table printed.
 download: ImageNet classifiers and the released FCNs (`published` lists them).
 export-onnx: a model's deploy net and weights as an ONNX file (surgery.onnx_export).
+reinit-score: fine-tuning a trained FCN to a new class count: every layer kept
+except the score layers (zero, as the reference starts them) and the upscore
+deconvolutions (bilinear), which are rebuilt for --classes (surgery.reinit).
 """
 import argparse
 import os
@@ -14,7 +17,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from common.cli import parse_width, run_cli  # noqa: E402
+from common.cli import add_model_args, run_cli  # noqa: E402
 from common.outputs import check_file  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
@@ -72,8 +75,19 @@ def export_onnx(args):
     from .onnx_export import export
     check_out(args, ("weights",))
     out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
-                          args.width)
+                          args.width, args.dataset, args.classes, args.mean)
     print(f"wrote {out} ({n_nodes} ONNX nodes)")
+
+
+def reinit_score(args):
+    from .io import WeightsFile, deploy_param, net_from_param
+    from .reinit import reinit_score as reinit
+    check_out(args, ("weights",))
+    src = WeightsFile(args.weights)
+    dst = net_from_param(deploy_param(args.model, args.width, args.dataset, args.classes, args.mean))
+    reinit(src, dst)
+    save_weights(dst, args.out)
+    print(f"wrote {args.out}")
 
 
 def published(args):
@@ -111,12 +125,21 @@ def build_parser():
     p.set_defaults(run=published)
 
     e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")
-    e.add_argument("model", help="model name (`python -m net_specs list`)")
+    e.add_argument("model", help="model, template or classifier name (`python -m net_specs list`)")
     e.add_argument("weights", help="its .caffemodel, or `published`: the released weights")
     e.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
-    e.add_argument("--width", type=parse_width, default=1.0,
-                   help="trunk width of narrowed test nets (default 1)")
+    add_model_args(e, dataset=True, root=False, class_names=False)
     e.set_defaults(run=export_onnx)
+
+    r = sub.add_parser("reinit-score", help="fine-tuning to another class count: keep a trained "
+                       "FCN's weights, re-initialise its score and upscore layers for --classes")
+    r.add_argument("model", help="the model or template to fine-tune (e.g. fcn8s with --dataset "
+                   "folder --classes 5)")
+    r.add_argument("weights", help="the trained .caffemodel (e.g. a released voc-fcn8s)")
+    r.add_argument("--out", required=True, help="the initial .caffemodel to write, for "
+                   "`solvers.solve ... --weights OUT`")
+    add_model_args(r, dataset=True, root=False, class_names=False)
+    r.set_defaults(run=reinit_score)
     return parser
 
 

@@ -243,6 +243,8 @@ def to_onnx(param, net, name="fcn"):
             out = _scale(g, layer, xs[0], blobs)
         elif kind == "InnerProduct":
             out = _inner_product(g, layer, xs[0], blobs)
+        elif kind == "Softmax":                        # the ILSVRC classifiers' `prob`
+            out = g.node("Softmax", xs, layer.name, axis=layer.softmax_param.axis)
         else:
             raise SurgeryError(f"layer {layer.name!r} of type {kind} has no ONNX export")
         if len(layer.top) != 1:
@@ -268,15 +270,16 @@ def to_onnx(param, net, name="fcn"):
     return model
 
 
-def load_deploy(model_name, weights, width=1.0):
+def load_deploy(model_name, weights, width=1.0, dataset=None, classes=None, mean=None):
     """`model_name`'s deploy NetParameter and its caffe.Net holding `weights`,
     checked first (shapes, and every parameter layer covered) so that Caffe
-    never aborts and nothing is exported with layers left at their fillers."""
-    from net_specs import build
-    from net_specs.models import get_model
-    from .io import check_weights_fit, net_from_param, read_weights, weight_layers
-    model = get_model(model_name)
-    param = build(model, "deploy", width=width, size=(64, 64))
+    never aborts and nothing is exported with layers left at their fillers.
+    A template (fcn8s, ...) takes --dataset/--classes as solve and infer do
+    (net_specs.resolve); an ILSVRC classifier (vgg16-ilsvrc) is exported at
+    its fixed input size (its fc layers fix it)."""
+    from .io import check_weights_fit, deploy_param, net_from_param, read_weights, weight_layers
+    param = deploy_param(model_name, width, dataset, classes, mean)
+    model_name = param.name or model_name
     stored = read_weights(weights)
     net = net_from_param(param)
     check_weights_fit(net, stored, weights)
@@ -284,17 +287,17 @@ def load_deploy(model_name, weights, width=1.0):
     missing = [name for name in net.params if name not in names]
     if missing:
         raise SurgeryError(f"{weights} has no parameters for layer(s) {', '.join(missing)} of "
-                           f"{model.name}: weights of another model? (nothing exported)")
+                           f"{model_name}: weights of another model? (nothing exported)")
     del stored
     net.copy_from(weights)
     return param, net
 
 
-def export(model_name, weights, out, width=1.0):
-    """Write `model_name` with `weights` as an ONNX file, atomically;
-    returns (out, number of ONNX nodes)."""
+def export(model_name, weights, out, width=1.0, dataset=None, classes=None, mean=None):
+    """Write `model_name` (on `dataset`/`classes` for a template) with
+    `weights` as an ONNX file, atomically; returns (out, number of ONNX nodes)."""
     onnx, _, _ = _onnx()
-    param, net = load_deploy(model_name, weights, width)
+    param, net = load_deploy(model_name, weights, width, dataset, classes, mean)
     graph = to_onnx(param, net, model_name)
     del net
     with atomic_path(out) as tmp:
