@@ -5,6 +5,8 @@ problem is found here first and raised as our own error naming the file.
 """
 import sys
 
+import numpy as np
+
 from common.errors import UserError
 from surgery.errors import SurgeryError
 from surgery.io import check_weights_fit, read_weights, weight_layers
@@ -32,4 +34,16 @@ def load_weights(net, path, warn=True):
         print(f"warning: {path} has no parameters for layer(s) {', '.join(missing)}; "
               "they keep their initial values", file=sys.stderr)
     net.copy_from(path)
+    check_finite(net, path)
     return missing
+
+
+def check_finite(net, path):
+    """Weights with NaN or inf (a diverged run's snapshot) give NaN scores,
+    whose argmax is class 0 everywhere: refused, naming the layers."""
+    bad = [name for name, blobs in net.params.items()
+           if not all(np.isfinite(b.data).all() for b in blobs)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise WeightsError(f"{path}: non-finite weights (NaN/inf) in layer(s) {shown}: a diverged "
+                           "run's snapshot? (solvers.solve names the last finite one)")
