@@ -63,17 +63,30 @@ def _check_not_input(path, inputs, what):
                               "(choose another output)")
 
 
-def check_file(path, inputs=(), flag="--out"):
+def _check_not_inside(path, data_dirs, what):
+    real = os.path.realpath(path)
+    for label, directory in data_dirs:
+        if directory and os.path.isdir(directory):
+            top = os.path.realpath(directory)
+            if real.startswith(top + os.sep):
+                raise OutputError(f"{what} is inside the {label} {directory}; refusing to write "
+                                  "among its files (choose another output)")
+
+
+def check_file(path, inputs=(), flag="--out", data_dirs=()):
     """`path` may be written as a file: not a directory, not one of `inputs`
     ((flag, path) pairs, compared by inode so symlinks and other spellings
-    count), in a directory that exists or can be made, on a writable file
-    system. Returns `path`."""
+    count), not inside one of `data_dirs` ((label, directory) pairs: a
+    dataset, whose split and label files a report must not replace), in a
+    directory that exists or can be made, on a writable file system.
+    Returns `path`."""
     what = f"{flag} {path}"
     if os.path.isdir(path):
         raise OutputError(f"{what} is a directory; expected a file name")
     if path.endswith(os.sep):
         raise OutputError(f"{what} ends in {os.sep}; expected a file name")
     _check_not_input(path, inputs, what)
+    _check_not_inside(path, data_dirs, what)
     _check_place(os.path.dirname(os.path.abspath(path)), what)
     return path
 
