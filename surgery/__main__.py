@@ -22,7 +22,9 @@ from common.outputs import check_file  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
-from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from netio.nets import load_net, load_weights, save_weights  # noqa: E402
+
+from .io import load_for_surgery  # noqa: E402
 from .published import markdown_table, table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402
@@ -60,7 +62,7 @@ def convert(args):
     src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
-        copy_weights(dst, args.dst_weights)
+        load_weights(dst, args.dst_weights, warn=False)
     check_transplanted(initialise(src, dst, args.suffix), args)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")
@@ -80,10 +82,11 @@ def export_onnx(args):
 
 
 def reinit_score(args):
-    from .io import WeightsFile, deploy_param, net_from_param
+    from netio.nets import Caffemodel, net_from_param
+    from .io import deploy_param
     from .reinit import reinit_score as reinit
     check_out(args, ("weights",))
-    src = WeightsFile(args.weights)
+    src = Caffemodel(args.weights)
     dst = net_from_param(deploy_param(args.model, args.width, args.dataset, args.classes, args.mean))
     reinit(src, dst)
     save_weights(dst, args.out)

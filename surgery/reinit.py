@@ -22,7 +22,7 @@ def _shapes(blobs):
 
 
 def reinit_score(src, dst, verbose=True):
-    """Copy `src`'s (a surgery.io.WeightsFile or caffe.Net) parameters into
+    """Copy `src`'s (a netio.nets.Caffemodel or caffe.Net) parameters into
     the freshly built caffe.Net `dst`, leaving the class-dependent layers at
     their new initialisation; returns the report rows. Checked in full
     before anything is written."""

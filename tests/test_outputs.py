@@ -12,7 +12,7 @@ from caffe import layers as L
 from common import atomic, outputs
 from common.atomic import atomic_write
 from common.outputs import OutputError, check_dir, check_file, check_free_space
-from surgery.io import save_weights
+from netio.nets import save_weights
 from tests.disk_fixtures import fill, tmpfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

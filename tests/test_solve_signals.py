@@ -13,7 +13,7 @@ import pytest
 from common import outputs
 from solvers.training.loop import file_weights_finite
 from solvers.training.run import RunError
-from surgery.io import save_weights
+from netio.nets import save_weights
 from tests.test_solve import N_CLASSES, WIDTH, make_run, quiet
 from tests.test_solve import folder_root, toy_root  # noqa: F401  (fixtures)
 

@@ -1,20 +1,15 @@
 """Scoring nets: forward a val net over a split, confusion matrices per
 head, the papers' metrics (solvers.scoring.metrics) and the mean losses."""
 import os
-import tempfile
 from dataclasses import replace
 
 import numpy as np
 
-import caffe
-
-from common.atomic import atomic_write
 from common.errors import UserError
 from net_specs import build
-from surgery.io import read_weights
+from netio.nets import Caffemodel, load_weights, net_from_param
 
 from .metrics import fast_hist, metrics
-from ..weights import load_weights
 
 
 class ScoreError(UserError):
@@ -148,20 +143,17 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
         dataset = replace(dataset, val=replace(dataset.val, split=split))
     split = dataset.val.split
     root = root or dataset.val.root
-    read_weights(weights)                     # fail fast, before any data is read
+    caffemodel = Caffemodel(weights)          # fail fast, before any data is read
     if not os.path.isdir(root):
         hint = f" (`make {dataset.fetch_target}` downloads it)" if dataset.fetch_target else ""
         raise ScoreError(f"dataset directory not found: {root}{hint}")
     proto = build(model, "val", dataset=dataset, root=root, width=width)
-    with tempfile.TemporaryDirectory(prefix="fcn-score-") as tmp:
-        path = os.path.join(tmp, "val.prototxt")
-        atomic_write(path, str(proto))
-        try:
-            net = caffe.Net(path, caffe.TEST)
-        except Exception as exc:
-            raise ScoreError(f"cannot open split {split!r} of {dataset.name} at {root}: "
-                             f"{type(exc).__name__}: {exc}") from None
-    load_weights(net, weights)
+    try:
+        net = net_from_param(proto)
+    except Exception as exc:
+        raise ScoreError(f"cannot open split {split!r} of {dataset.name} at {root}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    load_weights(net, caffemodel)
     if n_iter is None:
         n_iter = split_size(net, dataset, root, split)
     results = score_net(net, n_iter, dataset_heads(dataset, present_only), progress=progress)
