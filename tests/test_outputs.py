@@ -73,16 +73,17 @@ def test_read_only_file_system_is_refused_up_front(tmp_path, monkeypatch):
 
 def test_full_disk_write_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
     with tmpfs(tmp_path / "small") as small:
+        target = os.path.join(small or str(tmp_path), "metrics.json")
+        with open(target, "w") as f:
+            f.write("previous good")
         if small is None:                           # cannot mount: the rename fails as ENOSPC would
             small = str(tmp_path)
 
             def full(*a):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             monkeypatch.setattr(atomic.os, "replace", full)
-        target = os.path.join(small, "metrics.json")
-        with open(target, "w") as f:
-            f.write("previous good")
-        fill(small)
+        else:
+            fill(small)
         with pytest.raises(OutputError, match=f"cannot write {target}: No space left on device"):
             atomic_write(target, "x" * (1 << 20))
         assert open(target).read() == "previous good"

@@ -136,3 +136,47 @@ def test_no_room_for_a_snapshot_is_an_error_not_a_caffe_abort(toy_root, tmp_path
     assert run.solver.iter == 1
     assert not [n for n in os.listdir(tmp_path / "run" / "snapshots") if "_iter_2" in n]
     assert np.isfinite(run.loss())
+
+
+def test_fresh_run_into_an_existing_run_on_a_full_disk_changes_nothing(
+        folder_root, init_weights, tmp_path, monkeypatch, capsys):
+    """Before: Caffe aborted (exit 134) mid-snapshot, the old run's final.caffemodel beside new
+    snapshots and its metrics.jsonl set aside. Now: one line, exit 2, the directory as it was."""
+    from tests.disk_fixtures import fill, tmpfs
+    from tests.test_solve_robustness import tree_bytes
+    with tmpfs(tmp_path / "small", "2m") as small:
+        out = os.path.join(small or str(tmp_path / "run"), "run")
+        os.makedirs(os.path.join(out, "snapshots"))
+        for name, text in (("final.caffemodel", "old weights"), ("metrics.jsonl", '{"iteration": 8}\n')):
+            with open(os.path.join(out, name), "w") as f:
+                f.write(text)
+        before = tree_bytes(out)
+        args = solve_args(folder_root, init_weights, out, "--iters", "2", "--snapshot-every", "1")
+        if small is None:                       # cannot mount: in-process, a fake probe
+            from solvers.training.cli import main
+            monkeypatch.setattr(outputs, "free_bytes", lambda d: 64 << 10)
+            assert main(args[3:]) == 2
+            err = capsys.readouterr().err
+        else:
+            fill(small, leave=64 << 10)
+            r = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2, r.stderr[-2000:]
+            err = r.stderr
+        assert "cannot write" in err and "MiB free" in err and "Check failed" not in err
+        assert len(err.strip().splitlines()) == 1, err
+        after = tree_bytes(out)
+        assert after.pop(".lock", b"") == b""        # the run's lock file, released
+        assert after == before
+        assert not [n for n in os.listdir(out) if n.startswith(".staging-")]
+
+
+def test_solve_refuses_a_file_as_its_run_directory(folder_root, init_weights, tmp_path):
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    for out, words in ((taken, "is a file; expected a directory"),
+                       (taken / "sub", f"{taken} is a file, not a directory")):
+        r = subprocess.run(solve_args(folder_root, init_weights, out, "--iters", "1"), cwd=ROOT,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and words in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert taken.read_text() == "x"

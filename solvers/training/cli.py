@@ -95,10 +95,10 @@ def solve_cli(args):
             run.resume(args.resume)
         else:
             run.init_from(args.weights)
+        run.commit()                     # checks the room for snapshots first
     except BaseException:
         run.discard()                    # an existing run's files stay as they were
         raise
-    run.commit()
     iters = remaining_iterations(args.iters, run.param.max_iter, run.solver.iter)
     try:
         final = run.train(iters, args.score_every)

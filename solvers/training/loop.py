@@ -56,11 +56,12 @@ class Snapshots:
             if os.path.exists(path):
                 os.remove(path)
 
-    def ensure_room(self, iteration=None):
-        """OutputError unless the weights and the solver history fit on disk."""
+    def ensure_room(self, iteration=None, copies=3):
+        """OutputError unless `copies` times the weights fit on disk (a
+        snapshot: the caffemodel + the history, up to 2 blobs for Adam)."""
         weights = sum(b.data.nbytes for blobs in self.solver.net.params.values() for b in blobs)
         check_free_space(self.path(self.solver.iter if iteration is None else iteration),
-                         3 * weights)         # caffemodel + history (up to 2 blobs for Adam)
+                         copies * weights)
 
     def before_step(self):
         """Called before each step: room for the snapshot Caffe takes after it?"""

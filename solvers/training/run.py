@@ -115,6 +115,8 @@ class Run:
         resumed run keeps the lines up to the iteration it resumed from."""
         if self.staging is None:
             return
+        # room for a snapshot and final.caffemodel, before an earlier run's files are touched
+        self.snapshots.ensure_room(copies=4)
         if self.resumed_at is None:
             set_aside(self.metrics_path)
         else:
