@@ -156,3 +156,14 @@ def test_surgery_convert_into_a_full_disk_is_one_line(tmp_path, monkeypatch, cap
         out = os.path.join(small, "fcn.caffemodel")
         assert_one_line(run("surgery", *args, "--out", out), f"cannot write {out}")
         assert sorted(os.listdir(small)) == ["filler"]
+
+
+def test_data_tools_check_their_output_directories(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert_one_line(run("data.sbdd_to_png", tmp_path, "--out", f),
+                    f"--out {f} is a file; expected a directory")
+    assert_one_line(run("data.fetch", "nyud", "--dir", f / "sub"), f"{f} is a file, not a directory")
+    assert_one_line(run("data.fetch", "nyud", "--dir", tmp_path, "--extract", f),
+                    f"--extract {f} is a file; expected a directory")
+    assert f.read_text() == "x"
