@@ -7,6 +7,8 @@ adds the checks every format needs: all tops of one example the same size.
 """
 import os
 
+from common.seed import SEED
+
 from . import params as P
 from .io import VOID, DataError, caffe_image, caffe_label, check_labels, exif_hint, read_rgb, read_split
 from .labelcheck import check_split_labels
@@ -18,7 +20,7 @@ COMMON = {
     "split": P.Param(P.as_str),
     "mean": P.Param(P.as_floats(3)),
     "randomize": P.Param(P.as_bool, True),
-    "seed": P.Param(P.as_seed, 1337),
+    "seed": P.Param(P.as_seed, SEED),
     "prefetch": P.Param(P.as_bool, True),
     "workers": P.Param(P.int_in(0, MAX_WORKERS), 1),
     "queue_depth": P.Param(P.int_in(1, MAX_QUEUE_DEPTH), 4),

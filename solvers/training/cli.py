@@ -13,6 +13,7 @@ import sys
 
 from common.cli import (add_device_args, add_model_args, int_at_least, positive_float,
                         run_cli, set_device, terminate_as_interrupt)
+from common.errors import InputError
 from common.outputs import check_dir
 from layers.reader import MAX_QUEUE_DEPTH, MAX_WORKERS
 
@@ -82,7 +83,13 @@ def solve_cli(args):
     args.out = out
     if args.gpus:
         from .multigpu import MultiGpuConfig, train_multi_gpu
-        return train_multi_gpu(MultiGpuConfig.from_args(args, model.name), model, dataset)
+        try:
+            config = MultiGpuConfig.from_args(args, model.name)
+            return train_multi_gpu(config, model, dataset)
+        except ValueError as exc:
+            # multigpu.py reports a bad --gpus (ids, no NCCL, no such GPU) as a
+            # plain ValueError; once it raises InputError itself, this goes
+            raise InputError(str(exc)) from None
     set_device(None if args.cpu else args.gpu)
     if not args.resume:
         check_weights(model, args.weights)

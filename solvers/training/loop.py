@@ -13,10 +13,9 @@ import caffe
 
 from common.cli import USER_ERRORS, Terminated, one_line
 from common.outputs import OutputError, check_free_space
+from common.seed import SEED
 
 from .errors import RunError, TrainingDiverged
-
-SEED = 1337
 
 
 def remaining_iterations(requested, max_iter, start_iter):
