@@ -26,7 +26,7 @@ help:
 	@echo "make gpu-check   on a GPU machine: GPU vs CPU outputs, GPU benchmark, demo on the GPU"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
-	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites the README's demo results"
+	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites docs/demo.md's demo results"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
 	@echo "make docker-build / docker-run   the CUDA image (needs a Docker engine + NVIDIA runtime)"
 	@echo "make bench       benchmarks (prints figures)"
@@ -122,8 +122,10 @@ DOCKER_IMAGE ?= fcn-caffe:cuda
 docker-build:
 	docker build -f docker/Dockerfile -t $(DOCKER_IMAGE) .
 
+# --ipc=host: NCCL and the data loader's processes use /dev/shm, and Docker's
+# default 64 MB of it is known to crash NCCL's initialisation.
 docker-run:
-	docker run --rm -it --gpus all -v $(CURDIR)/datasets:/fcn/datasets -v $(CURDIR)/weights:/fcn/weights -v $(CURDIR)/runs:/fcn/runs $(DOCKER_IMAGE) $(CMD)
+	docker run --rm -it --gpus all --ipc=host -v $(CURDIR)/datasets:/fcn/datasets -v $(CURDIR)/weights:/fcn/weights -v $(CURDIR)/runs:/fcn/runs $(DOCKER_IMAGE) $(CMD)
 
 clean-caffe:
 	rm -rf .cache/caffe

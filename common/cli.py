@@ -9,6 +9,7 @@ where a CLI asks for it: `terminate_as_interrupt`). A CLI may add its own (infer
 when --keep-going skipped images; solve: 3 when training diverged).
 """
 import argparse
+import functools
 import math
 import signal
 import sys
@@ -146,17 +147,29 @@ def gpu_build():
         return True             # cannot tell: let Caffe decide
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_runtime():
+    """The CUDA runtime library Caffe loaded (ctypes.CDLL), None on a CPU-only
+    build: calls through it share Caffe's device, context and streams.
+    Looked up once per process (timed loops synchronize through it)."""
+    import ctypes
+    if not gpu_build():
+        return None
+    with open("/proc/self/maps") as f:
+        path = next(line.split()[-1] for line in f if "libcudart" in line)
+    return ctypes.CDLL(path)
+
+
 def gpu_count():
     """CUDA devices this process can use: 0 on a CPU-only build, and on the
     CUDA build without a GPU or driver (asked of the CUDA runtime Caffe
     loaded; Caffe itself would abort)."""
     import ctypes
-    if not gpu_build():
+    runtime = cuda_runtime()
+    if runtime is None:
         return 0
-    with open("/proc/self/maps") as f:
-        runtime = next(line.split()[-1] for line in f if "libcudart" in line)
     count = ctypes.c_int(0)
-    if ctypes.CDLL(runtime).cudaGetDeviceCount(ctypes.byref(count)) != 0:
+    if runtime.cudaGetDeviceCount(ctypes.byref(count)) != 0:
         return 0
     return count.value
 

@@ -12,7 +12,7 @@
    truth, learning curves.
 Deterministic on the CPU for a given seed and BLAS thread count; how far
 the scores move across thread counts and seeds is measured by
-`python -m demo.robustness` (the README shows its latest table).
+`python -m demo.robustness` (docs/demo.md shows its latest table).
 """
 import argparse
 import json

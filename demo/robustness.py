@@ -16,11 +16,11 @@ run then shares the cores; the table says how many ran at once).
 grid could not finish in time): the missing runs are named and the targets
 count as missed.
 
---readme also rewrites the README's demo results (between the
+--readme also rewrites the demo results of docs/demo.md (between the
 `demo-results` markers) from this grid and copies the reference run's
 (2 threads, seed 1337: what `make demo` does after `make install`)
-predictions to docs/demo-predictions.png: the README's numbers and picture
-always come from this command. Exit 1 when a target is missed.
+predictions to docs/demo-predictions.png (the README's picture): those
+numbers and the picture always come from this command. Exit 1 when a target is missed.
 """
 import argparse
 import concurrent.futures
@@ -44,6 +44,8 @@ TARGETS = dict(min_fcn8s=0.60, min_gain=0.15, max_spread=0.05)
 REFERENCE = (2, SEED)                 # make install's default BLAS threads, the default seed
 README_BEGIN = "<!-- demo-results:begin (written by python -m demo.robustness --readme) -->"
 README_END = "<!-- demo-results:end -->"
+# Where the demo results live (the section between the two markers).
+RESULTS_DOC = os.path.join(ROOT, "docs", "demo.md")
 
 
 def run_one(out, threads, seed, quick, log):
@@ -107,7 +109,7 @@ def report(rows, summary, checks, machine, command, jobs=1, note=None):
 
 
 def reference_section(results, grid_md, summary):
-    """The README's demo results: the range over the grid, the reference
+    """docs/demo.md's demo results: the range over the grid, the reference
     run's full table, then the grid."""
     threads, seed = REFERENCE
     span = lambda k: f"{summary[k]['min']:.2f}–{summary[k]['max']:.2f}"  # noqa: E731
@@ -166,7 +168,7 @@ def main(argv=None):
                              "the table names the missing ones and the targets count as missed")
     parser.add_argument("--note", help="a sentence to print under the table (e.g. how runs were reused)")
     parser.add_argument("--readme", action="store_true",
-                        help="rewrite README.md's demo results and docs/demo-predictions.png")
+                        help="rewrite the demo results of docs/demo.md and docs/demo-predictions.png")
     args = parser.parse_args(argv)
     if args.readme and REFERENCE not in [(t, s) for t in args.threads for s in args.seeds]:
         parser.error(f"--readme needs the reference run (threads {REFERENCE[0]}, seed {REFERENCE[1]}) "
@@ -236,14 +238,14 @@ def main(argv=None):
     if args.readme:
         out, results = results_of[REFERENCE]
         try:
-            update_readme(os.path.join(ROOT, "README.md"), reference_section(results, md, summary))
+            update_readme(RESULTS_DOC, reference_section(results, md, summary))
         except ValueError as exc:
             print(f"demo.robustness: error: {exc}", file=sys.stderr)
             return 2
         picture = os.path.join(ROOT, "docs", "demo-predictions.png")
         with open(os.path.join(out, "predictions.png"), "rb") as f:
             atomic_write(picture, f.read())
-        log(f"[robustness] README.md demo results and {picture} rewritten from {out}")
+        log(f"[robustness] {RESULTS_DOC} demo results and {picture} rewritten from {out}")
     return 0 if all(checks.values()) else 1
 
 

@@ -126,7 +126,7 @@ def build_parser():
 
     p = sub.add_parser("published", help="list the released FCN caffemodels, their URLs, "
                        "size, checksum status and the paper's score")
-    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
+    p.add_argument("--markdown", action="store_true", help="as docs/released-models.md's Markdown table")
     p.set_defaults(run=published)
 
     e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")

@@ -145,7 +145,7 @@ def rows():
 
 
 def markdown_table():
-    """The README's table (`python -m surgery published --markdown`)."""
+    """docs/released-models.md's table (`python -m surgery published --markdown`)."""
     return markdown(rows(), [("name", "download name", None),
                              ("file", f"file under {BASE_URL}", None),
                              ("size", "size (MB)", "{:.1f}"), ("checksum", "checksum", None),

@@ -16,7 +16,7 @@ from net_specs.registry import check_unique, lookup
 from net_specs.trunks import TRUNKS, get_trunk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("common", "netio", "net_specs", "layers", "data", "surgery", "solvers", "demo")  # bench: next commit
+PACKAGES = ("common", "netio", "net_specs", "layers", "data", "surgery", "solvers", "demo", "bench")
 
 
 def source_files(packages=PACKAGES):

@@ -180,7 +180,7 @@ def test_infer_with_published_weights_uses_the_released_file(tmp_path):
 
 
 def test_readme_table_is_the_current_one():
-    """The README shows `python -m surgery published --markdown` verbatim."""
+    """docs/released-models.md shows `python -m surgery published --markdown` verbatim."""
     from surgery.published import markdown_table
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs", "released-models.md"), encoding="utf-8") as f:
         assert markdown_table() in f.read()

@@ -4,7 +4,7 @@ tiles' windows, stitching their scores, or a downscale (the Predictor's
 
 Caffe keeps every blob and every convolution's im2col buffer of the whole
 input in memory (about 8 KB per pixel of the 100-padded input for
-full-width FCN-VGG16: the README's memory table) and aborts outright once
+full-width FCN-VGG16: the memory table of docs/memory-and-tiles.md) and aborts outright once
 one buffer passes INT_MAX elements (2000x1500 at full width). So an image
 over the pixel budget, or over INT_MAX, is cut into tiles that each fit,
 and the tiles' scores are stitched.
@@ -102,7 +102,7 @@ def tile_plan(max_pixels, align, exact_margin):
     """(tile side, margin) for a pixel budget: the largest square tile (a
     multiple of `align`) within max_pixels, and the exact margin where it
     leaves at least half the tile as core, else a quarter of the tile (the
-    border effect of the module docstring; the README gives its size)."""
+    border effect of the module docstring; docs/memory-and-tiles.md gives its size)."""
     side = max(2 * align, math.isqrt(int(max_pixels)) // align * align)
     quarter = max(align, side // 4 // align * align)
     return side, min(exact_margin, quarter)

@@ -5,7 +5,8 @@ is its command line (examples: EXAMPLES). Exit status: 0 trained; 2 a bad flag, 
 .solverstate, or a bad image/label met mid-run or at the final scoring (one line on stderr, naming
 the snapshot kept), or a run directory in use by another run; 3 the loss diverged or the weights
 became non-finite (the last finite snapshot named); 130 interrupted by Ctrl-C, 143 by SIGTERM
-(snapshot taken, one line saying how to resume).
+(snapshot taken, one line saying how to resume). With --gpus, the first failing rank's status
+(128 + N when it died by signal N); the other ranks are stopped.
 """
 import argparse
 import os
