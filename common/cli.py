@@ -4,12 +4,14 @@ and an exit status.
 
 Exit statuses, the same in every CLI: 0 success; 2 a user error (a bad flag,
 a missing or unusable file, a model that does not fit) reported as one line
-`<prog>: error: <message>`; 130 interrupted. A CLI may add its own (infer: 3
+`<prog>: error: <message>`; 130 interrupted (SIGINT); 143 terminated (SIGTERM,
+where a CLI asks for it: `terminate_as_interrupt`). A CLI may add its own (infer: 3
 when --keep-going skipped images; solve: 3 when training diverged).
 """
 import argparse
 import functools
 import math
+import signal
 import sys
 from fractions import Fraction
 
@@ -18,6 +20,7 @@ from .errors import InputError, UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143           # 128 + SIGTERM, what a shell reports for a killed process
 
 # What a CLI reports as a user error (one line, EXIT_USAGE) rather than a traceback.
 USER_ERRORS = (UserError, FileNotFoundError)
@@ -190,11 +193,29 @@ def set_device(gpu):
     caffe.set_mode_gpu()
 
 
+# ------------------------------------------------------------------ SIGTERM
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes and `timeout` send it before killing)
+    raised like Ctrl-C, so that every cleanup Ctrl-C runs runs for it too."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("terminated by SIGTERM")
+
+
+def terminate_as_interrupt():
+    """From now on SIGTERM raises Terminated (a KeyboardInterrupt) instead of
+    killing the process at once with nothing cleaned up."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 # ------------------------------------------------------------------ the wrapper
 
 def run_cli(prog, body, args, errors=USER_ERRORS, quiet_caffe=False):
     """Call body(args) and return its exit status; a user error becomes one
-    line `prog: error: ...` and EXIT_USAGE, Ctrl-C becomes EXIT_INTERRUPTED.
+    line `prog: error: ...` and EXIT_USAGE, Ctrl-C becomes EXIT_INTERRUPTED,
+    SIGTERM (after terminate_as_interrupt) EXIT_TERMINATED.
     `quiet_caffe` hides Caffe's INFO log (set before Caffe first logs)."""
     if quiet_caffe:
         caffe_log.quiet_caffe()
@@ -203,6 +224,9 @@ def run_cli(prog, body, args, errors=USER_ERRORS, quiet_caffe=False):
     except errors as exc:
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated as exc:
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

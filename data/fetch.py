@@ -19,6 +19,7 @@ from typing import Optional
 
 from common.cli import run_cli
 from common.download import FetchError, digest_of, fetch
+from common.outputs import check_dir
 
 @dataclass(frozen=True)
 class Archive:
@@ -89,6 +90,9 @@ def main(argv=None):
 
 
 def fetch_all(args):
+    check_dir(args.dir, flag="--dir")
+    if args.extract:
+        check_dir(args.extract, flag="--extract")
     for name in args.names:
         a = ARCHIVES[name]
         path = fetch(a.url, os.path.join(args.dir, os.path.basename(a.url)), a.md5)

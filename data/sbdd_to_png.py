@@ -14,6 +14,8 @@ import os
 import sys
 
 from common.atomic import atomic_write
+from common.cli import run_cli
+from common.outputs import check_dir
 from common.palette import label_image, png_bytes, voc_palette
 from layers.io import read_sbd
 
@@ -56,6 +58,12 @@ def main(argv=None):
     parser.add_argument("--kind", choices=sorted(STRUCTS), default="cls")
     parser.add_argument("--out", help="output directory (default: next to the .mat files)")
     args = parser.parse_args(argv)
+    return run_cli("data.sbdd_to_png", _convert_all, args)
+
+
+def _convert_all(args):
+    out = args.out or os.path.join(args.dataset_dir, args.kind)
+    check_dir(out)
     done, errors = convert(args.dataset_dir, args.kind, args.out)
     print(f"converted {done}, failed {len(errors)}", file=sys.stderr)
     return 1 if errors else 0

@@ -39,6 +39,9 @@ def read_split(path):
         raise FileNotFoundError(f"split file not found: {path}")
     with open(path, "rb") as f:
         raw = f.read()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\0" in raw and _looks_utf16(raw)):
+        raise DataError(path, "UTF-16 text: save the split file as UTF-8 (ids one per line), "
+                              "e.g. iconv -f UTF-16 -t UTF-8")
     if b"\0" in raw:
         raise DataError(path, "binary content (NUL bytes): expected a text file of ids, one per line")
     try:
@@ -58,6 +61,13 @@ def read_split(path):
     if not ids:
         raise DataError(path, "the split file lists no ids")
     return ids
+
+
+def _looks_utf16(raw):
+    """UTF-16 without a byte-order mark: every other byte NUL (ASCII ids)."""
+    head = raw[:200]
+    return len(head) >= 4 and (head[1::2].count(0) == len(head[1::2]) or
+                               head[0::2].count(0) == len(head[0::2]))
 
 
 def _open_image(path):
@@ -141,6 +151,29 @@ def check_labels(label, n_classes, path):
         shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
         raise DataError(path, f"label values {shown} outside [0, {n_classes}) and void {VOID}")
     return label
+
+
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSED = (5, 6, 7, 8)      # orientations shown rotated by 90 degrees
+
+
+def exif_hint(image_path, label_size):
+    """A note for a label/image size mismatch when the photo carries an EXIF
+    rotation: viewers show it rotated, but every tool here (training,
+    scoring, inference) uses the stored, unrotated pixels, and labels must
+    match those."""
+    try:
+        with Image.open(image_path) as im:
+            orientation = im.getexif().get(EXIF_ORIENTATION)
+            size = im.size
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    if orientation in EXIF_TRANSPOSED and tuple(label_size) == size[::-1]:
+        return (f"; the photo carries EXIF orientation {orientation}, so viewers show it "
+                f"rotated to {size[1]}x{size[0]}: EXIF rotation is ignored here (labels must "
+                "match the stored, unrotated pixels), so rotate the label back or strip the "
+                "rotation from the photo (e.g. exiftran -a / mogrify -auto-orient)")
+    return ""
 
 
 def caffe_label(label):

@@ -7,12 +7,11 @@ adds the checks every format needs: all tops of one example the same size.
 """
 import os
 
-import numpy as np
-
 from common.seed import SEED
 
 from . import params as P
-from .io import VOID, DataError, caffe_image, caffe_label, check_labels, read_gray, read_rgb, read_split
+from .io import VOID, DataError, caffe_image, caffe_label, check_labels, exif_hint, read_rgb, read_split
+from .labelcheck import check_split_labels
 
 MAX_WORKERS = 32            # loader processes per layer (0: the prefetch thread)
 MAX_QUEUE_DEPTH = 16        # examples each of them keeps ready
@@ -29,7 +28,6 @@ COMMON = {
     "background_only": P.Param(P.as_bool, False),
 }
 MAX_LISTED = 5
-
 
 class Reader:
     """One dataset on disk: its split ids and how to load one example."""
@@ -92,14 +90,13 @@ class Reader:
         computes a garbage loss or crashes), and a split whose labels are all
         0 or 255 fails too: 0/255 binary masks make every foreground pixel
         void, and training and scoring then report a perfect mean IU.
-        param_str "background_only": true accepts such a split."""
+        param_str "background_only": true accepts such a split. Each label
+        is also checked to be a PNG the size of its image, at setup
+        (layers.labelcheck, which caches the results across starts)."""
         if not self.ids or self.label_png(self.ids[0]) is None:
             return
-        seen = set()
-        for key in self.ids:
-            path = self.label_png(key)
-            values = np.unique(check_labels(read_gray(path), self.params["n_classes"], path))
-            seen.update(int(v) for v in values)
+        pairs = [(self.label_png(key), self.files(key)[0]) for key in self.ids]
+        seen = check_split_labels(pairs, self.split_file, self.root, self.params["n_classes"])
         if seen <= {0, VOID} and not self.params["background_only"]:
             raise DataError(self.split_file, f"the labels of all {len(self.ids)} images hold only "
                             f"class 0 and void {VOID}: nothing to segment. Binary masks stored as "
@@ -113,9 +110,9 @@ class Reader:
         (path0, first), rest = tops[0], tops[1:]
         for path, array in rest:
             if array.shape[1:] != first.shape[1:]:
-                raise DataError(path, f"size {_wxh(array)} differs from {_wxh(first)} of {path0}")
+                raise DataError(path, f"size {_wxh(array)} differs from {_wxh(first)} of {path0}"
+                                      f"{exif_hint(path0, array.shape[:0:-1])}")
         return tuple(array for _, array in tops)
-
 
 def _wxh(array):
     return f"{array.shape[-1]}x{array.shape[-2]} (WxH)"

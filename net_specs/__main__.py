@@ -6,6 +6,7 @@ import sys
 from common.atomic import write_files
 from common.cli import add_model_args, run_cli
 from common.errors import InputError
+from common.outputs import check_dir
 
 from .build import build, PHASES
 from .classifiers import CLASSIFIERS, classifier
@@ -51,6 +52,7 @@ def cmd_emit(args):
     plans = {}
     for name in names:
         out = os.path.join(args.out or "models", name) if args.all or not args.out else args.out
+        check_dir(out)
         plans[out] = model_files(name, args)        # build everything before writing anything
     for out, files in plans.items():
         write_files(out, files)

@@ -30,6 +30,9 @@ def read_caffemodel(path):
     if path.endswith(".h5"):
         raise NetIOError(f"{path}: HDF5 weights are not supported, use a binary .caffemodel")
     data = _read_bytes(path)
+    not_weights = what_else(path, data)
+    if not_weights:
+        raise NetIOError(f"{path} is {not_weights}, not a caffemodel of trained weights")
     param = caffe_pb2.NetParameter()
     try:
         param.ParseFromString(data)
@@ -40,6 +43,30 @@ def read_caffemodel(path):
         raise NetIOError(f"caffemodel {path} ({len(data)} bytes) holds no learned "
                          f"parameters: empty, truncated or not a caffemodel")
     return param
+
+
+def what_else(path, data):
+    """What a file given as weights is instead, for the two usual mix-ups:
+    a solver state (.solverstate) and a text prototxt; None otherwise."""
+    if path.endswith(".solverstate") or data[:1] == b"\x08":    # SolverState starts with iter
+        state = caffe_pb2.SolverState()
+        try:
+            state.ParseFromString(data)
+        except Exception:
+            state = None
+        if state is not None and state.learned_net:
+            return (f"a solver state (iteration {state.iter}; --resume takes it) whose weights "
+                    f"are in {state.learned_net}")
+        if path.endswith(".solverstate"):
+            return "a solver state (--resume takes it; the weights are the .caffemodel beside it)"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.strip() and any(w in text for w in ("layer", "name:", "input:", "base_lr", "net:")):
+        kind = "a solver prototxt" if "base_lr" in text or "net:" in text else "a prototxt"
+        return f"{kind} (text)"
+    return None
 
 
 def read_solverstate(path):

@@ -17,6 +17,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from common.atomic import atomic_path
+from common.outputs import check_free_space
 
 from .errors import NetIOError, WeightsError
 from .files import (blob_count, blob_proto_shape, blob_values, is_legacy, read_caffemodel,
@@ -222,10 +223,33 @@ def load_weights(net, weights, complete=False, warn=True):
         print(f"warning: {path} has no parameters for layer(s) {', '.join(missing)}; "
               "they keep their initial values", file=sys.stderr)
     net.copy_from(path)
+    check_finite(net, path)
     return missing
 
 
+def check_finite(net, path):
+    """Weights with NaN or inf (a diverged run's snapshot) give NaN scores,
+    whose argmax is class 0 everywhere: refused, naming the layers."""
+    bad = [name for name, blobs in net.params.items()
+           if not all(np.isfinite(b.data).all() for b in blobs)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise WeightsError(f"{path}: non-finite weights (NaN/inf) in layer(s) {shown}: a diverged "
+                           "run's snapshot? (solvers.solve names the last finite one)")
+
+
 def save_weights(net, path):
-    """net.save through a temporary name and os.replace: never a half-written file."""
+    """net.save through a temporary name and os.replace: never a half-written
+    file. Caffe aborts the process when its write fails (a glog CHECK), so
+    the free space is checked first (common.outputs.OutputError, the
+    previous file untouched)."""
+    check_free_space(path, caffemodel_bytes(net))
     with atomic_path(path) as tmp:
         net.save(tmp)
+
+
+def caffemodel_bytes(net):
+    """About what net.save writes: every learned blob as float32, plus the
+    layer definitions (small beside the weights)."""
+    blobs = sum(b.data.nbytes for params in net.params.values() for b in params)
+    return blobs + 512 * len(net.layers)

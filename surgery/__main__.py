@@ -5,6 +5,9 @@ weights: transplant by name (fc layers convolutionalised), bilinear upscore*
 deconvolutions, written atomically, with the transplant table printed.
 download: ImageNet classifiers and the released FCNs (`published` lists them).
 export-onnx: a model's deploy net and weights as an ONNX file (surgery.onnx_export).
+reinit-score: fine-tuning a trained FCN to a new class count: every layer kept
+except the score layers (zero, as the reference starts them) and the upscore
+deconvolutions (bilinear), which are rebuilt for --classes (surgery.reinit).
 """
 import argparse
 import os
@@ -16,7 +19,8 @@ quiet_caffe()  # before Caffe is first imported
 
 import caffe  # noqa: E402
 
-from common.cli import parse_width, run_cli  # noqa: E402
+from common.cli import add_model_args, run_cli  # noqa: E402
+from common.outputs import check_file  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
@@ -37,14 +41,10 @@ def parse_shape(text):
         raise argparse.ArgumentTypeError(f"expected TOP=NxCxHxW, got {text!r}") from None
 
 
-def check_out_is_new(args):
-    """--out must not be one of the inputs: the write would replace it."""
-    for flag in ("src_proto", "src_weights", "dst_proto", "dst_weights"):
-        path = getattr(args, flag)
-        if path and os.path.exists(path) and os.path.exists(args.out) and \
-                os.path.samefile(path, args.out):
-            raise SurgeryError(f"--out {args.out} is the --{flag.replace('_', '-')} input; "
-                               "refusing to overwrite it (choose another output file)")
+def check_out(args, inputs):
+    """--out is checked before any work (common.outputs): a file, writable,
+    not one of `inputs` (attribute names of args)."""
+    check_file(args.out, [("--" + name.replace("_", "-"), getattr(args, name)) for name in inputs])
 
 
 def check_transplanted(report, args):
@@ -60,7 +60,7 @@ def check_transplanted(report, args):
 
 
 def convert(args):
-    check_out_is_new(args)
+    check_out(args, ("src_proto", "src_weights", "dst_proto", "dst_weights"))
     src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
@@ -77,9 +77,22 @@ def download(args):
 def export_onnx(args):
     from .download import weights_argument
     from .onnx_export import export
+    check_out(args, ("weights",))
     out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
-                          args.width)
+                          args.width, args.dataset, args.classes, args.mean)
     print(f"wrote {out} ({n_nodes} ONNX nodes)")
+
+
+def reinit_score(args):
+    from netio.nets import Caffemodel, net_from_param
+    from .io import deploy_param
+    from .reinit import reinit_score as reinit
+    check_out(args, ("weights",))
+    src = Caffemodel(args.weights)
+    dst = net_from_param(deploy_param(args.model, args.width, args.dataset, args.classes, args.mean))
+    reinit(src, dst)
+    save_weights(dst, args.out)
+    print(f"wrote {args.out}")
 
 
 def published(args):
@@ -117,12 +130,21 @@ def build_parser():
     p.set_defaults(run=published)
 
     e = sub.add_parser("export-onnx", help="an FCN (model name + caffemodel) as an ONNX file")
-    e.add_argument("model", help="model name (`python -m net_specs list`)")
+    e.add_argument("model", help="model, template or classifier name (`python -m net_specs list`)")
     e.add_argument("weights", help="its .caffemodel, or `published`: the released weights")
     e.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
-    e.add_argument("--width", type=parse_width, default=1.0,
-                   help="trunk width of narrowed test nets (default 1)")
+    add_model_args(e, dataset=True, root=False, class_names=False)
     e.set_defaults(run=export_onnx)
+
+    r = sub.add_parser("reinit-score", help="fine-tuning to another class count: keep a trained "
+                       "FCN's weights, re-initialise its score and upscore layers for --classes")
+    r.add_argument("model", help="the model or template to fine-tune (e.g. fcn8s with --dataset "
+                   "folder --classes 5)")
+    r.add_argument("weights", help="the trained .caffemodel (e.g. a released voc-fcn8s)")
+    r.add_argument("--out", required=True, help="the initial .caffemodel to write, for "
+                   "`solvers.solve ... --weights OUT`")
+    add_model_args(r, dataset=True, root=False, class_names=False)
+    r.set_defaults(run=reinit_score)
     return parser
 
 

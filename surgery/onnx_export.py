@@ -217,6 +217,8 @@ def to_onnx(param, net, name="fcn"):
             out = _scale(g, layer, xs[0], blobs)
         elif kind == "InnerProduct":
             out = _inner_product(g, layer, xs[0], blobs)
+        elif kind == "Softmax":                        # the ILSVRC classifiers' `prob`
+            out = g.node("Softmax", xs, layer.name, axis=layer.softmax_param.axis)
         else:
             raise SurgeryError(f"layer {layer.name!r} of type {kind} has no ONNX export")
         if len(layer.top) != 1:
@@ -242,22 +244,23 @@ def to_onnx(param, net, name="fcn"):
     return model
 
 
-def load_deploy(model_name, weights, width=1.0):
+def load_deploy(model_name, weights, width=1.0, dataset=None, classes=None, mean=None):
     """`model_name`'s deploy NetParameter and its caffe.Net holding `weights`,
     checked first (shapes, and every parameter layer covered) so that Caffe
-    never aborts and nothing is exported with layers left at their fillers."""
-    from net_specs import build
-    from net_specs.models import get_model
+    never aborts and nothing is exported with layers left at their fillers.
+    A template takes --dataset/--classes as solve and infer do; an ILSVRC
+    classifier is exported at its fixed input size (surgery.io.deploy_param)."""
     from netio.nets import net_from_param
-    param = build(get_model(model_name), "deploy", width=width, size=(64, 64))
+    from .io import deploy_param
+    param = deploy_param(model_name, width, dataset, classes, mean)
     return param, net_from_param(param, weights=weights, complete=True, warn=False)
 
 
-def export(model_name, weights, out, width=1.0):
-    """Write `model_name` with `weights` as an ONNX file, atomically;
-    returns (out, number of ONNX nodes)."""
+def export(model_name, weights, out, width=1.0, dataset=None, classes=None, mean=None):
+    """Write `model_name` (on `dataset`/`classes` for a template) with
+    `weights` as an ONNX file, atomically; returns (out, number of ONNX nodes)."""
     onnx, _, _ = _onnx()
-    param, net = load_deploy(model_name, weights, width)
+    param, net = load_deploy(model_name, weights, width, dataset, classes, mean)
     graph = to_onnx(param, net, model_name)
     del net
     with atomic_path(out) as tmp:

@@ -14,6 +14,7 @@ import numpy as np
 from .errors import SurgeryError
 
 COPIED, COERCED, DROPPED, UNTOUCHED = "copied", "coerced", "dropped", "untouched"
+STATUSES = (COPIED, COERCED, DROPPED, UNTOUCHED)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def format_report(rows):
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    counts = {s: sum(r.status == s for r in rows) for s in (COPIED, COERCED, DROPPED, UNTOUCHED)}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    statuses = dict.fromkeys([COPIED, COERCED, DROPPED, UNTOUCHED] + [r.status for r in rows])
+    counts = {s: sum(r.status == s for r in rows) for s in statuses}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in STATUSES))
     return "\n".join(lines)

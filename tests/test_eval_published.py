@@ -91,3 +91,14 @@ def test_eval_published_user_errors_are_one_line(voc_setup, tmp_path):
         assert last.startswith("solvers.eval_published: error:") and message in last, last
         if args[:2] == ["voc-fcn8s", "--root"]:
             assert "does not match the published c449ea74" in proc.stderr
+
+
+def test_eval_published_checks_out_before_scoring(voc_setup, tmp_path):
+    root, weights_dir, released = voc_setup
+    for out, message in ((tmp_path, "is a directory; expected a file name"),
+                         (released.path(weights_dir), "is the released weights input"),
+                         (os.path.join(root, "seg11valid.json"), "is inside the dataset directory")):
+        proc = _run("solvers.eval_published", "voc-fcn16s", "--root", root, "--weights-dir",
+                    weights_dir, "--width", "1/16", "--out", str(out))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "scoring voc-fcn16s" not in proc.stderr

@@ -234,6 +234,63 @@ def test_run_collides_stems_and_writes_outputs(predictor, tmp_path):
     assert (np.asarray(Image.open(tmp_path / "out" / "x_jpg.png")) == PERSON).all()
 
 
+def test_viz_name_of_one_image_is_not_another_images_label_map(predictor, tmp_path):
+    """x.jpg's visualisation x_viz.png and x_viz.jpg's label map x_viz.png: four files, not three."""
+    Image.fromarray(uniform(16, 16, (255, 0, 0))).save(tmp_path / "x.jpg", quality=95)
+    Image.fromarray(uniform(16, 16, (0, 255, 0))).save(tmp_path / "x_viz.jpg", quality=95)
+    out = tmp_path / "out"
+    done, failures = batch.run(predictor, [str(tmp_path)], str(out), log=lambda m: None)
+    assert done == 2 and failures == []
+    assert sorted(os.listdir(out)) == ["x.png", "x_viz.png", "x_viz_2.png", "x_viz_2_viz.png"]
+    assert (np.asarray(Image.open(out / "x.png")) == PERSON).all()
+    assert (np.asarray(Image.open(out / "x_viz_2.png")) == SOFA).all()
+    assert Image.open(out / "x_viz.png").mode == "RGB"          # x.jpg's visualisation
+
+
+def test_hidden_files_in_a_directory_are_skipped(predictor, tmp_path):
+    Image.fromarray(uniform(16, 16, (255, 0, 0))).save(tmp_path / "a.jpg", quality=95)
+    (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / ".hidden.png").write_bytes(b"not a png")
+    done, failures = batch.run(predictor, [str(tmp_path)], str(tmp_path / "out"),
+                               log=lambda m: None)
+    assert done == 1 and failures == []
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_viz.png"]
+
+
+def test_non_finite_weights_and_scores_are_refused(voc_weights, tmp_path):
+    from caffe.proto import caffe_pb2
+    param = caffe_pb2.NetParameter()
+    param.ParseFromString(open(voc_weights, "rb").read())
+    layer = next(layer for layer in param.layer if layer.name == "score_fr")
+    layer.blobs[0].data[0] = float("nan")
+    bad = tmp_path / "diverged.caffemodel"
+    bad.write_bytes(param.SerializeToString())
+    image = tmp_path / "a.jpg"
+    Image.fromarray(uniform(16, 16, (255, 0, 0))).save(image, quality=95)
+    r = run_cli("voc-fcn32s", bad, image, "--width", WIDTH, "--out", tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    assert f"{bad}: non-finite weights (NaN/inf) in layer(s) score_fr" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out" / "a.png").exists()
+    net = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16).net
+    net.params["score_fr"][1].data[...] = np.inf            # finite file, overflowing scores
+    with pytest.raises(infer.InferError, match="non-finite value.*diverged or corrupt"):
+        infer.forward(net, np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_out_checked_before_any_work(voc_weights, tmp_path):
+    image = tmp_path / "a.jpg"
+    Image.fromarray(uniform(16, 16, (255, 0, 0))).save(image, quality=95)
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    for out, words in ((taken, "is a file; expected a directory"),
+                       (taken / "sub", f"{taken} is a file, not a directory")):
+        r = run_cli("voc-fcn32s", voc_weights, image, "--width", WIDTH, "--out", out)
+        assert r.returncode == 2 and words in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert taken.read_text() == "x"
+
+
 # ---------------------------------------------------- palettes and legends
 
 def test_voc_palette_entries():

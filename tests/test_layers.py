@@ -247,15 +247,25 @@ def test_prefetch_thread_does_not_keep_process_alive():
 
 # ---- bad inputs: each error names the file -------------------------------------
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_size_mismatch_raises_in_forward_naming_files(tmp_path, prefetch):
+def test_size_mismatch_raises_at_setup_naming_files(tmp_path, prefetch):
+    """Found from the headers when the net is built, not when training reaches it."""
     root = F.write_folder(str(tmp_path / "f"), SIZES)
     label = os.path.join(root, "labels", "b.png")
     Image.fromarray(np.zeros((40, 29), np.uint8)).save(label)
-    net = make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root, prefetch=prefetch),
-                   ["data", "label"])
-    net.forward()                                   # a is fine
+    with pytest.raises(DataError, match="size 29x40 .WxH. differs from") as e:
+        make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root, prefetch=prefetch),
+                 ["data", "label"])
+    assert label in str(e.value) and os.path.join(root, "images", "b.png") in str(e.value)
+
+
+def test_size_mismatch_in_load_names_files(tmp_path):
+    """A label changed after start-up is still caught when it is loaded."""
+    root = F.write_folder(str(tmp_path / "f"), SIZES)
+    reader = FolderReader.from_param_str(json.dumps(base_params(root)))
+    label = os.path.join(root, "labels", "b.png")
+    Image.fromarray(np.zeros((40, 29), np.uint8)).save(label)
     with pytest.raises(DataError) as e:
-        net.forward()
+        reader.load("b")
     assert label in str(e.value) and os.path.join(root, "images", "b.png") in str(e.value)
 
 
@@ -331,6 +341,12 @@ def test_split_file_binary_bom_and_duplicates(tmp_path):
         open(split, "wb").write(content)
         with pytest.raises(DataError, match="not UTF-8 text|binary content") as e:
             make_net(tmp_path, "folder", "FolderSegDataLayer", base_params(root), ["data", "label"])
+        assert split in str(e.value)
+
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):        # with and without a BOM
+        open(split, "wb").write("a\nb\n".encode(encoding))
+        with pytest.raises(DataError, match="UTF-16 text: save the split file as UTF-8") as e:
+            FolderReader.from_param_str(json.dumps(base_params(root)))
         assert split in str(e.value)
 
     open(split, "w").write("a\nb\n\n a \n")

@@ -245,7 +245,8 @@ def test_no_orphan_or_shared_memory_however_the_process_ends(tmp_path, how, stat
     root = F.write_voc(str(tmp_path / "VOC"), SIZES[:3])
     bad = os.path.join(root, "JPEGImages", "c.jpg")
     if how == "bad_file":
-        open(bad, "wb").write(open(bad, "rb").read()[:100])
+        data = open(bad, "rb").read()           # cut after the header: start-up's header
+        open(bad, "wb").write(data[:1000])      # check passes, the worker's decode fails
     params = json.dumps(base_params(root, **LOADER))
     code = CHILD.format(root=ROOT, params=params, proto=str(tmp_path / "net.prototxt"), how=how)
     before = shm_entries()

@@ -167,3 +167,53 @@ def test_layers_beyond_the_fcn_families(tmp_path):
     out_dims = [d.dim_param or d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims == ["batch", 5]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def _export(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
+    return subprocess.run([sys.executable, "-m", "surgery", "export-onnx", *map(str, args)],
+                          env=env, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_export_takes_the_dataset_flags_and_the_classifiers(tmp_path):
+    """A template trained on custom data (--classes) and vgg16-ilsvrc export
+    as solve and infer name them."""
+    import onnx
+    import onnxruntime
+    from net_specs.classifiers import classifier
+    from net_specs.resolve import resolve
+    model, data = resolve("fcn8s", None, 5, None)
+    path = str(tmp_path / "fcn8s5.prototxt")
+    atomic_write(path, str(build(model, "deploy", dataset=data, width=WIDTH, size=(64, 64))))
+    net = caffe.Net(path, caffe.TEST)
+    interp(net, upsampling_layers(net))
+    weights = str(tmp_path / "fcn8s5.caffemodel")
+    net.save(weights)
+    out = tmp_path / "fcn8s5.onnx"
+    r = _export("fcn8s", weights, "--classes", "5", "--width", "1/16", "--out", out)
+    assert r.returncode == 0, r.stderr
+    dims = [d.dim_param or d.dim_value
+            for d in onnx.load(str(out)).graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 5, "score_height", "score_width"]
+    r = _export("fcn8s", weights, "--width", "1/16", "--out", tmp_path / "x.onnx")
+    assert r.returncode == 2 and "needs --classes K" in r.stderr
+
+    path = str(tmp_path / "vgg.prototxt")
+    atomic_write(path, str(classifier("vgg16-ilsvrc", width=WIDTH, batch=1)))
+    net = caffe.Net(path, caffe.TEST)
+    rng = np.random.default_rng(0)
+    for blobs in net.params.values():
+        for b in blobs:
+            b.data[...] = rng.standard_normal(b.data.shape) * 0.05
+    weights = str(tmp_path / "vgg.caffemodel")
+    net.save(weights)
+    out = tmp_path / "vgg.onnx"
+    r = _export("vgg16-ilsvrc", weights, "--width", "1/16", "--out", out)
+    assert r.returncode == 0, r.stderr
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    want = net.forward()["prob"].copy()
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["prob"], {"data": x})
+    assert got.shape == want.shape == (1, 1000)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)

@@ -176,6 +176,7 @@ class FixedBlobsLayer(caffe.Layer):
         params = json.loads(self.param_str or "{}")
         self.batch = params.get("batch", 1)
         self.drop = params.get("drop", [])
+        self.nan_at = params.get("nan_at")     # the forward whose scores are NaN
         self.i = 0
 
     def reshape(self, bottom, top):
@@ -187,6 +188,8 @@ class FixedBlobsLayer(caffe.Layer):
     def forward(self, bottom, top):
         case = FIXED[self.i % len(FIXED)]
         top[0].data[...] = one_hot_scores(case["pred"], 3)[None]
+        if self.i == self.nan_at:
+            top[0].data[0, 0, 0, 0] = np.nan
         label = np.array(case["label"], np.float32)
         label[np.isin(label, self.drop)] = 255
         top[1].data[...] = label[None, None]
@@ -200,13 +203,13 @@ class FixedBlobsLayer(caffe.Layer):
         pass
 
 
-def fixed_net(tmp_path, geo=False, batch=1, drop=()):
+def fixed_net(tmp_path, geo=False, batch=1, drop=(), nan_at=None):
     net = caffe_pb2.NetParameter()
     layer = net.layer.add(name="data", type="Python")
     layer.top.extend(["score", "label", "loss"] + (["score_geo", "label_geo"] if geo else []))
     layer.python_param.module = "tests.test_score"
     layer.python_param.layer = "FixedBlobsLayer"
-    layer.python_param.param_str = json.dumps({"batch": batch, "drop": list(drop)})
+    layer.python_param.param_str = json.dumps({"batch": batch, "drop": list(drop), "nan_at": nan_at})
     path = tmp_path / "fixed.prototxt"
     path.write_text(str(net))
     return caffe.Net(str(path), caffe.TEST)
@@ -345,6 +348,28 @@ def test_cli_table_and_json(colour_setup, monkeypatch, capsys, tmp_path):
     assert head["per_class_iu"][3] is None                       # nan -> null
     assert head["class_names"] == ["b", "g", "r", "unused"]
     assert not [p for p in os.listdir(out.parent) if p.endswith(".tmp")]
+
+
+def test_score_net_refuses_non_finite_scores(tmp_path):
+    with pytest.raises(score.ScoreError, match="non-finite values .NaN/inf. at image 2 of 2"):
+        score_net(fixed_net(tmp_path, nan_at=1), 2, [("score", "label", 3)])
+
+
+def test_cli_checks_out_before_scoring(colour_setup, monkeypatch, capsys, tmp_path):
+    """--out naming the weights or a file of the dataset is refused before any image is scored."""
+    model, dataset, weights, root = colour_setup
+    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
+    split = os.path.join(root, "val.txt")
+    before = {p: open(p, "rb").read() for p in (weights, split)}
+    for out, words in ((weights, "is the --weights input"),
+                       (split, f"is inside the dataset directory {root}"),
+                       (tmp_path, "is a directory; expected a file name")):
+        rc = score.main([model.name, weights, "--root", root, "--width", "0.0625",
+                         "--out", str(out), "--every", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err, err
+        assert "scored" not in err
+    assert {p: open(p, "rb").read() for p in before} == before
 
 
 def run_cli(*args):

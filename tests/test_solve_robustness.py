@@ -168,10 +168,13 @@ def test_bad_val_image_at_final_scoring_keeps_the_weights(states, tmp_path, caps
     root = str(tmp_path / "data")
     write_folder(root, [(f"t{i}", (35, 39 + i)) for i in range(3)], n_classes=N_CLASSES, split="train")
     write_folder(root, [("v0", (33, 41)), ("v1", (30, 36))], n_classes=N_CLASSES, split="val")
-    # the second val image is read only when the val split is scored (labels are
-    # checked when the net is built, images are not): a corrupt one fails there
-    with open(os.path.join(root, "images", "v1.png"), "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    # the second val image is decoded only when the val split is scored (labels are
+    # checked when the net is built, images only by their headers): one cut after
+    # its header fails there
+    v1 = os.path.join(root, "images", "v1.png")
+    data = open(v1, "rb").read()
+    with open(v1, "wb") as f:
+        f.write(data[:60])
     out = tmp_path / "run"
     code = solve_main(folder_args(root, out, model="fcn32s")
                       + ["--weights", states["fcn32s-weights"], "--iters", "3"])

@@ -441,6 +441,8 @@ def test_save_weights_is_atomic(classifier, tmp_path):
     assert read_weights(str(out)).layer and os.listdir(out.parent) == ["out.caffemodel"]
 
     class Failing:
+        params, layers = {}, []             # what the free-space estimate reads
+
         def save(self, path):
             open(path, "wb").write(b"partial")
             raise RuntimeError("disk full")
@@ -547,7 +549,7 @@ def test_cli_refuses_to_overwrite_an_input(classifier, tmp_path):
         out = tmp_path / ".." / tmp_path.name / path.name          # the same file, spelt differently
         r = run_cli("convert", "--src-proto", src_proto, "--src-weights", src_weights,
                     "--dst-proto", dst_proto, "--out", out)
-        assert_refused(r, f"is the {flag} input; refusing to overwrite it")
+        assert_refused(r, f"is the {flag} input", "refusing to overwrite it")
     assert {p: p.read_bytes() for p in before} == before
 
 
@@ -676,3 +678,22 @@ def test_recipe_initialises_color_depth_first_conv(tmp_path):
     assert np.array_equal(dst.params["conv1_1_bgrd"][1].data, src.params["conv1_1"][1].data)
     assert np.allclose(dst.params["fc6"][0].data.ravel(), src.params["fc6"][0].data.ravel())
     assert dst.params["upscore"][0].data[0, 0].max() > 0
+
+
+def test_read_weights_names_a_solverstate_or_prototxt_for_what_it_is(classifier, tmp_path):
+    state = caffe_pb2.SolverState()
+    state.iter, state.learned_net = 400, "runs/x/train_iter_400.caffemodel"
+    for name in ("train_iter_400.solverstate", "renamed.caffemodel"):
+        path = tmp_path / name
+        path.write_bytes(state.SerializeToString())
+        with pytest.raises(NetIOError, match="is a solver state .iteration 400; --resume takes "
+                                               "it. whose weights are in runs/x/train_iter_400"):
+            read_weights(str(path))
+    with pytest.raises(NetIOError, match=r"vgg_deploy.prototxt is a prototxt \(text\), not a "
+                                           "caffemodel"):
+        read_weights(classifier[0])
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "train.prototxt"\nbase_lr: 1e-10\n')
+    with pytest.raises(NetIOError, match="is a solver prototxt"):
+        read_weights(str(solver))
+    assert read_weights(classifier[1]).layer            # a real caffemodel still reads

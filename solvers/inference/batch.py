@@ -12,6 +12,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 def collect_images(paths):
     """Expand directories into their .jpg/.jpeg/.png files (sorted); files stay.
+    Hidden files in a directory (names starting with a dot: macOS's `._x.jpg`
+    resource forks, `.DS_Store`) are skipped, as image tools skip them.
 
     Returns (image paths, [(path, reason)] for inputs that do not exist).
     """
@@ -19,7 +21,7 @@ def collect_images(paths):
     for path in paths:
         if os.path.isdir(path):
             found = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_EXTENSIONS)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
                            and os.path.isfile(os.path.join(path, f)))
             if not found:
                 print_warning(f"{path}: no .jpg/.jpeg/.png images in this directory")
@@ -31,8 +33,11 @@ def collect_images(paths):
     return images, missing
 
 
-def output_stems(paths):
-    """A distinct output stem per path: the file stem, or stem_ext where stems collide."""
+def output_stems(paths, files_of=lambda stem: [stem]):
+    """A distinct output stem per path: the file stem, or stem_ext where stems
+    collide, then stem_2, stem_3, ... until none of its output files
+    (`files_of(stem)`) is another image's: x.jpg's visualisation x_viz.png
+    would otherwise be x_viz.jpg's label map."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     stems_used = {}
     for s in stems:
@@ -42,10 +47,11 @@ def output_stems(paths):
         if stems_used[stem] > 1:
             stem = os.path.basename(path).replace(".", "_")
         base, k = stem, 1
-        while stem in taken:
+        while stem in taken or taken & set(files_of(stem)):
             k += 1
             stem = f"{base}_{k}"
         taken.add(stem)
+        taken.update(files_of(stem))
         out.append(stem)
     return out
 
@@ -78,7 +84,10 @@ def run(predictor, paths, out, save_scores=False, keep_going=False, log=None):
             log(f"skipped {exc}")
             continue
         groups.setdefault(size, []).append(path)
-    stems = dict(zip(images, output_stems(images)))
+    def files_of(stem):
+        return [name for names in predictor.output_names(stem, save_scores).values()
+                for name in names if name]
+    stems = dict(zip(images, output_stems(images, files_of)))
     total = sum(len(g) for g in groups.values())
     done, start = 0, time.time()
     os.makedirs(out, exist_ok=True)

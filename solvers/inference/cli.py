@@ -12,6 +12,7 @@ import os
 import sys
 
 from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
+from common.outputs import check_dir
 from net_specs.resolve import resolve_args
 
 from .batch import run
@@ -19,7 +20,9 @@ from .predictor import InferError, Predictor
 from .stitching import DEFAULT_MAX_PIXELS
 
 DESCRIPTION = "Segment images with a trained FCN and save label maps and visualisations."
-EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, sorted):
+EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, sorted;
+hidden files, whose names start with a dot such as macOS's ._x.jpg and
+.DS_Store, are skipped):
 
     OUT/<stem>.png          label map, a palette PNG whose pixel values are the
                             class indices (VOC colours for VOC-like data)
@@ -33,7 +36,10 @@ images are converted to RGB (with a
 warning); images of equal size share one forward pass (batches of up to
 --batch). Images over --max-pixels, or too large for Caffe in one pass, are
 segmented in overlapping tiles (solvers/inference/stitching.py), or with --downscale in one
-smaller pass. Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
+smaller pass. Output names never clash: where one image's outputs would
+overwrite another's (x.jpg's x_viz.png and x_viz.jpg's label map), the later
+image's stem gets a number (x_viz_2.png). EXIF orientation is ignored: images
+are segmented as stored, unrotated. Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
 (without --keep-going) image, one line on stderr; 3 finished with
 --keep-going but some images failed (listed at the end)."""
 EXIT_SOME_FAILED = 3
@@ -57,7 +63,8 @@ def main(argv=None):
     parser.add_argument("--max-pixels", type=int_at_least("--max-pixels", 1),
                         default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="larger images are segmented in overlapping tiles of at most N "
-                             f"pixels (default {DEFAULT_MAX_PIXELS}: 500x500, ~4.5 GB at width 1)")
+                             f"pixels (default {DEFAULT_MAX_PIXELS}: 500x500; voc-fcn8s at width 1 "
+                             "peaks at about 2 GB at 500x375, README 'Memory')")
     parser.add_argument("--downscale", action="store_true",
                         help="segment images over --max-pixels downscaled to fit instead of in tiles")
     return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
@@ -78,6 +85,7 @@ def check_out_is_not_an_input(inputs, out):
 
 
 def infer_cli(args):
+    check_dir(args.out, [("weights", args.weights)])
     check_out_is_not_an_input(args.inputs, args.out)
     model, dataset = resolve_args(args)
     set_device(args.gpu)

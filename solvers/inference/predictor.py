@@ -105,6 +105,11 @@ def forward(net, batch, score_blobs=("score",), input_name="data"):
             raise InferError(f"blob {blob!r} has shape {scores.shape}, expected "
                              f"{batch.shape[0]} x C x {batch.shape[2]} x {batch.shape[3]} "
                              "(is it the deploy net's cropped score?)")
+        if not np.isfinite(scores).all():
+            bad = int(np.size(scores) - np.isfinite(scores).sum())
+            raise InferError(f"the net's {blob!r} holds {bad} non-finite value(s) (NaN/inf) of "
+                             f"{scores.size}: its argmax would be a meaningless label map; the "
+                             "weights are diverged or corrupt")
         out[blob] = scores.copy()
     return out
 
@@ -233,17 +238,25 @@ class Predictor:
             atomic_write(paths[-1], data)
         return paths
 
+    def output_names(self, stem, save_scores=False):
+        """{head suffix: (label map, visualisation, scores or None)} file names of one image."""
+        return {suffix: (f"{stem}{suffix}.png", f"{stem}{suffix}_viz.png",
+                         f"{stem}{suffix}_scores.npy" if save_scores else None)
+                for _, suffix, _, _ in self.heads}
+
     def outputs(self, stem, rgb, result, save_scores=False):
         """{filename: bytes} for one image's result (label PNGs, viz, scores)."""
         files = {}
+        names_of = self.output_names(stem, save_scores)
         for _, suffix, names, palette in self.heads:
             labels, scores = result[suffix]
-            files[f"{stem}{suffix}.png"] = png_bytes(label_image(labels, palette))
-            files[f"{stem}{suffix}_viz.png"] = png_bytes(side_by_side(rgb, labels, palette, names))
-            if save_scores:
+            label_name, viz_name, scores_name = names_of[suffix]
+            files[label_name] = png_bytes(label_image(labels, palette))
+            files[viz_name] = png_bytes(side_by_side(rgb, labels, palette, names))
+            if scores_name:
                 buf = io.BytesIO()
                 np.save(buf, np.ascontiguousarray(scores, np.float32))
-                files[f"{stem}{suffix}_scores.npy"] = buf.getvalue()
+                files[scores_name] = buf.getvalue()
         return files
 
 

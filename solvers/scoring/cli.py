@@ -16,6 +16,7 @@ import time
 
 from common.atomic import atomic_write
 from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
+from common.outputs import check_file
 
 from net_specs.resolve import resolve_args
 
@@ -107,6 +108,9 @@ def main(argv=None):
 
 def score_cli(args):
     model, dataset = resolve_args(args)
+    if args.out:                                 # before minutes of scoring
+        check_file(args.out, [("--weights", args.weights)],
+                   data_dirs=[("dataset directory", args.root or dataset.val.root)])
     set_device(args.gpu)
     results = score_model(model, dataset, args.weights, args.split, args.root,
                           present_only=False if args.all_classes else None,

@@ -14,9 +14,11 @@ paper's. Exit status: 0 all scored; 2 a bad flag, model, file or dataset.
 import argparse
 import json
 import math
+import os
 import sys
 
 from common.atomic import atomic_write
+from common.outputs import check_file
 from common.cli import add_device_args, parse_width, run_cli, set_device
 from common.errors import UserError
 from net_specs.models import get_model
@@ -87,6 +89,9 @@ def eval_cli(args):
     if args.root and len(datasets) > 1:
         raise UserError(f"--root names one dataset directory, but the models read "
                         f"{', '.join(sorted(datasets))}: score one dataset's models at a time")
+    if args.out:                                 # before minutes of scoring
+        check_file(args.out, data_dirs=[("dataset directory", args.root)],
+                   inputs=[("released weights", r.path(args.weights_dir)) for r in releases])
     set_device(args.gpu)
     rows = []
     for released in releases:

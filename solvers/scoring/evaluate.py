@@ -81,6 +81,10 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
             labels = net.blobs[label].data
             if scores.ndim != 4 or scores.shape[1] != n:
                 raise ValueError(f"blob {score!r} has shape {scores.shape}, expected N x {n} x H x W")
+            if not np.isfinite(scores).all():
+                raise ScoreError(f"blob {score!r} holds non-finite values (NaN/inf) at image "
+                                 f"{i + 1} of {n_iter}: the weights are diverged or corrupt; "
+                                 "no metrics reported (their argmax would score as class 0)")
             pred = scores.argmax(axis=1)
             if labels.size != pred.size:
                 raise ValueError(f"label blob {label!r} {labels.shape} does not match "

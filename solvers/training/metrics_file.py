@@ -27,9 +27,15 @@ def metrics_entry(iteration, history, scores):
 
 
 def append_entry(path, entry):
-    """Append one entry as a line of `path`."""
-    with open(path, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    """Add one entry as the last line of `path`, rewriting the (small) file
+    atomically: a full disk leaves the previous lines intact, never half a line."""
+    previous = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = f.read()
+        if previous and not previous.endswith("\n"):
+            previous += "\n"
+    atomic_write(path, previous + json.dumps(entry) + "\n")
 
 
 def read_metrics(path):

@@ -9,7 +9,8 @@ scores, snapshots and writes the run. Every rank steps the same number of
 iterations, fixed before the ranks start (a resumed run: what is left of
 max_iter after the state's iteration, as single-GPU training does). The
 parent waits on all ranks and stops the rest when one fails (`supervise`).
-Needs pycaffe built with NCCL (the Docker image); the CPU build has none.
+Needs pycaffe built with NCCL (`make install CUDA=1` or the Docker image); the
+CPU build has none.
 """
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
@@ -246,8 +247,9 @@ def is_main_thread():
 def train_multi_gpu(config, model, dataset):
     """Train on the GPUs of `config.gpus`, one process each; the exit status."""
     if not hasattr(caffe, "NCCL"):
-        raise ValueError("--gpus needs pycaffe built with NCCL (USE_NCCL): use the Docker "
-                         "image (make docker-build); the CPU build has no multi-GPU support")
+        raise ValueError("--gpus needs pycaffe built with NCCL (USE_NCCL): build it with "
+                         "`make install CUDA=1` (CUDA and NCCL) or use the Docker image "
+                         "(make docker-build); the CPU build has no multi-GPU support")
     check_gpus_exist(config.gpus)
     if not config.resume:
         check_weights(model, config.weights)

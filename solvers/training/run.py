@@ -8,6 +8,7 @@ the solver definition, snapshots, metrics.jsonl, the learning curve and
 final.caffemodel (the next stage's initialisation).
 """
 import os
+import sys
 
 import caffe
 from google.protobuf import text_format
@@ -27,6 +28,7 @@ from .errors import RunError, TrainingDiverged, hard_exit  # noqa: F401  (the AP
 from .loop import Snapshots, remaining_iterations, sgd_steps, total_loss  # noqa: F401
 from .metrics_file import append_entry, keep_metrics_until, metrics_entry, read_metrics, set_aside
 from .solverstate import check_solverstate, read_solverstate, solverstate_iter  # noqa: F401
+from .lock import RunLock
 from .staging import Staging
 from .start import check_weights, init_from, restore  # noqa: F401
 
@@ -58,7 +60,7 @@ class Run:
         self.solver_path = os.path.join(self.dir, "solver.prototxt")
         self.metrics_path = os.path.join(self.dir, "metrics.jsonl")
         self.param = self.solver = self.val_size = self.snapshots = None
-        self.staging = self.resumed_at = None
+        self.staging = self.resumed_at = self.lock = None
         self.history = []
 
     @classmethod
@@ -74,6 +76,10 @@ class Run:
         state) leaves an existing run's files as they were."""
         self.check_data()
         os.makedirs(os.path.join(self.dir, "snapshots"), exist_ok=True)
+        self.lock = RunLock(self.dir)            # before anything of the directory changes
+        if self.lock.stale:
+            print(f"note: {self.lock.path} was left by a run that is gone ({self.lock.stale}); "
+                  "taken over", file=sys.stderr)
         self.staging = Staging(self.dir)
         try:
             self._build_staged()
@@ -96,7 +102,8 @@ class Run:
         staged_solver = self.staging.file(self.solver_path)
         atomic_write(staged_solver, text_format.MessageToString(staged_param))
         self.solver = caffe.get_solver(staged_solver)    # the class its `type` names (SGD by default)
-        self.snapshots = Snapshots(self.solver, self.dir, self.param.snapshot_prefix)
+        self.snapshots = Snapshots(self.solver, self.dir, self.param.snapshot_prefix,
+                                   self.param.snapshot)
         # The val split's size is known once its data layer has read the split.
         self.val_size = len(data_layer(self.solver.test_nets[0]).ids)
         self.param.test_iter[0] = self.val_size
@@ -109,6 +116,8 @@ class Run:
         resumed run keeps the lines up to the iteration it resumed from."""
         if self.staging is None:
             return
+        # room for a snapshot and final.caffemodel, before an earlier run's files are touched
+        self.snapshots.ensure_room(copies=4)
         if self.resumed_at is None:
             set_aside(self.metrics_path)
         else:
@@ -121,6 +130,12 @@ class Run:
         if self.staging is not None:
             self.staging.discard()
             self.staging = None
+        self.release()
+
+    def release(self):
+        """Let another run use the directory (also when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def write_nets(self, paths=None):
         """train/val/deploy.prototxt of the model on the run's dataset."""
@@ -181,10 +196,18 @@ class Run:
         final.caffemodel) are written before the final scoring, so a
         failure there keeps them."""
         self.commit()
+        if self.lock is None or self.lock.fd is None:    # a Run trained again after a release
+            self.lock = RunLock(self.dir)
+        try:
+            return self._train(iters, score_every, display, log)
+        finally:
+            self.release()
+
+    def _train(self, iters, score_every, display, log):
         sgd_steps(self.solver, iters, self.snapshots, self.history, self.model.name,
                   self.param.iter_size, score=lambda: self.record(self.score(), log),
                   score_every=score_every, display=display, log=log)
-        self.solver.snapshot()
+        self.snapshots.take()
         final = os.path.join(self.dir, "final.caffemodel")
         save_weights(self.solver.net, final)
         if iters:

@@ -11,6 +11,8 @@ from surgery.recipe import initialise
 from .errors import RunError
 from .solverstate import check_solverstate, state_weights
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def check_weights(model, weights):
     """The initial caffemodels, one per model.init, each present on disk."""
@@ -20,11 +22,34 @@ def check_weights(model, weights):
                          f"({', '.join(model.init)}); got {len(weights)} --weights file(s)")
     for source, path in zip(model.init, weights):
         if not os.path.isfile(path):
-            hint = (f"`make weights-{source.split('-')[0]}` downloads the ImageNet weights"
-                    if source.endswith("-ilsvrc") else
-                    f"train {source} first (`make runs/{source}/final.caffemodel`)")
-            raise FileNotFoundError(f"initial weights {path} (from {source}) not found; {hint}")
+            raise FileNotFoundError(f"initial weights {path} (from {source}) not found; "
+                                    f"{how_to_get(source)}")
     return weights
+
+
+def how_to_get(source):
+    """How to obtain the initial weights of `source`, naming only make
+    targets the Makefile has (ImageNet downloads; the published chain)."""
+    from surgery.download import IMAGENET_WEIGHTS
+    if source.endswith("-ilsvrc"):
+        short = source[:-len("-ilsvrc")]
+        if f"weights-{short}:" in _makefile():
+            return (f"`make weights-{short}` downloads the ImageNet weights "
+                    f"(weights/{IMAGENET_WEIGHTS[short].filename})")
+        return (f"no download is provided for {source}: put its BVLC caffemodel there "
+                "(see README, 'Models and prototxts')")
+    if f"call stage,{source}," in _makefile():
+        return f"train {source} first (`make runs/{source}/final.caffemodel`)"
+    return (f"train the {source} stage first (`python -m solvers.solve {source} ...` with the "
+            "same --dataset/--classes/--root; it writes final.caffemodel in its run directory)")
+
+
+def _makefile():
+    try:
+        with open(os.path.join(ROOT, "Makefile")) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def init_from(model, net, weights):
