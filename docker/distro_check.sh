@@ -22,14 +22,31 @@
 # /etc/xdg/pip/) are copied in: without them, pip in the root cannot verify
 # the package index here.
 #
-# Environment: DISTRO_SUITE (default trixie), DISTRO_MIRROR (default
+# Environment: DISTRO_SUITE (default trixie; noble for Ubuntu 24.04), DISTRO_MIRROR (default
 # http://deb.debian.org/debian), FCN_CACHE, DISTRO_SKIP_CUDA=1 (CPU part only).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FCN_CACHE=${FCN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fcn-caffe}
 SUITE=${DISTRO_SUITE:-trixie}
-MIRROR=${DISTRO_MIRROR:-http://deb.debian.org/debian}
+case "$SUITE" in
+  noble)  # Ubuntu 24.04: universe has glog, gflags, HDF5, OpenBLAS. Debian 12's
+          # debootstrap has no noble script (gutsy's serves every later Ubuntu)
+          # and no Ubuntu keyring, so the Release file is not checked here.
+    MIRROR=${DISTRO_MIRROR:-http://archive.ubuntu.com/ubuntu}
+    SOURCES="deb $MIRROR noble main universe
+deb $MIRROR noble-updates main universe
+deb $MIRROR noble-security main universe"
+    DEBOOTSTRAP_ARGS=(--components=main,universe)
+    [ -e /usr/share/keyrings/ubuntu-archive-keyring.gpg ] || DEBOOTSTRAP_ARGS+=(--no-check-gpg)
+    SCRIPT=(/usr/share/debootstrap/scripts/noble)
+    [ -e "${SCRIPT[0]}" ] || SCRIPT=(/usr/share/debootstrap/scripts/gutsy) ;;
+  *)
+    MIRROR=${DISTRO_MIRROR:-http://deb.debian.org/debian}
+    DEBOOTSTRAP_ARGS=()
+    SOURCES=""
+    SCRIPT=() ;;
+esac
 BASE_PKGS="make,git,python3,python3-venv,python3-pip,ca-certificates"
 CA_FILE=${SSL_CERT_FILE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
 
@@ -51,7 +68,8 @@ if [ ! -f "$root/.ready" ]; then
   say "debootstrap --variant=minbase $SUITE into $root (once)"
   start=$(date +%s)
   rm -rf "$root.tmp"
-  debootstrap --variant=minbase --include="$BASE_PKGS" "$SUITE" "$root.tmp" "$MIRROR" \
+  debootstrap --variant=minbase --include="$BASE_PKGS" "${DEBOOTSTRAP_ARGS[@]}" \
+    "$SUITE" "$root.tmp" "$MIRROR" "${SCRIPT[@]}" \
     > "$FCN_CACHE/distro/debootstrap-$SUITE.log" 2>&1 \
     || { tail -20 "$FCN_CACHE/distro/debootstrap-$SUITE.log" >&2; die "debootstrap failed"; }
   rm -rf "$root"
@@ -95,6 +113,8 @@ if [ -d /etc/xdg/pip ]; then
   rm -rf "$root/etc/xdg/pip" && mkdir -p "$root/etc/xdg" && cp -r /etc/xdg/pip "$root/etc/xdg/pip"
 fi
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# the pockets a user's machine has beside the release (debootstrap writes only the release)
+[ -z "$SOURCES" ] || echo "$SOURCES" > "$root/etc/apt/sources.list"
 
 # ---- a fresh clone of this commit ------------------------------------------
 sha=$(git -C "$REPO" rev-parse HEAD)

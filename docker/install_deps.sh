@@ -6,26 +6,27 @@
 # /etc/os-release: the names of the Python headers and of Boost differ. Any
 # other platform is refused before anything is installed; FCN_PLATFORM names
 # one of the lists to try it anyway (e.g. FCN_PLATFORM=debian-13 on a
-# derivative of Debian 13).
+# derivative of Debian 13). FCN_OS_RELEASE reads another os-release file
+# (the tests' fake platforms).
 set -euo pipefail
 
+# Sets platform (ID-VERSION_ID) and platform_name (PRETTY_NAME) from os-release.
 detect_platform() {
-  local ID="" VERSION_ID="" PRETTY_NAME=""
-  # shellcheck disable=SC1091  # the machine's own file
-  [ -r /etc/os-release ] && . /etc/os-release
-  PLATFORM_NAME=${PRETTY_NAME:-unknown (no /etc/os-release)}
-  echo "${ID:-unknown}-${VERSION_ID:-unknown}"
+  local ID="" VERSION_ID="" PRETTY_NAME="" file=${FCN_OS_RELEASE:-/etc/os-release}
+  # shellcheck disable=SC1090  # the machine's own file
+  [ -r "$file" ] && . "$file"
+  platform="${ID:-unknown}-${VERSION_ID:-unknown}"
+  platform_name=${PRETTY_NAME:-"no $file"}
 }
 
-PLATFORM_NAME=""
-platform=${FCN_PLATFORM:-$(detect_platform)}
-[ -n "$PLATFORM_NAME" ] || PLATFORM_NAME=$platform
+detect_platform
+if [ -n "${FCN_PLATFORM:-}" ]; then platform=$FCN_PLATFORM platform_name="FCN_PLATFORM=$FCN_PLATFORM"; fi
 case "$platform" in
   debian-12)    python=python3.11 boost=1.74 ;;
   debian-13)    python=python3.13 boost=1.83 ;;
   ubuntu-24.04) python=python3.12 boost=1.83 ;;
   *)
-    echo "[install_deps] ERROR: unsupported platform '$PLATFORM_NAME' ($platform); supported: Debian 12, Debian 13, Ubuntu 24.04 (docs/platforms.md); FCN_PLATFORM=debian-13 (or debian-12, ubuntu-24.04) tries that list anyway" >&2
+    echo "[install_deps] ERROR: unsupported platform '$platform_name' ($platform); supported: Debian 12, Debian 13, Ubuntu 24.04 (docs/platforms.md); FCN_PLATFORM=debian-13 (or debian-12, ubuntu-24.04) tries that list anyway" >&2
     exit 2 ;;
 esac
 
