@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED := 1
 -include .cache/device.mk
 
 .PHONY: help install deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
-        cuda-check gpu-check gpu-kit kit-check
+        cuda-check cuda-build gpu-check gpu-kit kit-check distro-check
 
 help:
 	@echo "make install     Debian build deps, .venv with pinned deps, CPU pycaffe (cached)"
@@ -26,6 +26,7 @@ help:
 	@echo "make gpu-check   on a GPU machine: GPU vs CPU outputs, GPU benchmark, demo on the GPU"
 	@echo "make gpu-kit     the relocatable GPU kit (.cache/kit/fcn-gpu-kit.tar.xz, <= 56 MiB; docs/gpu-kit.md)"
 	@echo "make kit-check   CI's GPU-less proof that the kit is self-contained (builds it, cached)"
+	@echo "make distro-check   CI's Debian 13 check: install, fast tests, CUDA compile in a debootstrapped root (root)"
 	@echo "make test        install, then the whole test suite (what CI runs)"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
 	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites docs/demo.md's demo results"
@@ -110,10 +111,13 @@ define cuda_venv
 test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV) && \
   $(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 endef
-cuda-check: deps
+cuda-check: cuda-build
+	@$(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
+
+# cuda-check's compile alone (what `make distro-check` runs in its Debian 13 root).
+cuda-build: deps
 	@$(cuda_venv)
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
-	  $(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check)
 
 # The relocatable GPU kit (docs/gpu-kit.md): the cuda-check build (same toolkit,
 # patched source and flags as `make install CUDA=1`, sm_90), Caffe's gtests, a
@@ -129,6 +133,12 @@ kit-check: install deps
 	@$(cuda_venv)
 	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
 	  bash kit/build.sh >/dev/null && PY=$(PY) bash kit/check.sh
+
+# CI's check of today's Debian (docs/platforms.md): in a debootstrapped Debian 13
+# root (cached under FCN_CACHE/distro), a fresh clone of this commit runs
+# `make install`, the fast suite and `make cuda-build`. Needs root and debootstrap.
+distro-check:
+	@bash docker/distro_check.sh
 
 # On a machine with a GPU (after `make install CUDA=1`, or in the Docker image).
 gpu-check: install

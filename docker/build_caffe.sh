@@ -101,6 +101,19 @@ patch_source() {
 }
 
 # ---- configure -------------------------------------------------------------
+# Flags the platform needs, by probe rather than by name. BVLC's sources use
+# FLT_MAX/FLT_MIN without <cfloat> (sampler.cpp, bbox_util.cpp), which came in
+# through caffe/parallel.hpp's Boost.Date_Time: up to Boost 1.81 its
+# lexical_cast includes Boost.Math's config and so <cfloat>; Boost 1.83's
+# (Debian 13, Ubuntu 24.04) no longer does. Where it still does (Debian 12,
+# Boost 1.74) nothing is added, so that build's configuration is unchanged.
+platform_flags() {
+  if ! printf '#include <boost/date_time/posix_time/posix_time.hpp>\nfloat probe = FLT_MAX;\n' \
+      | g++ -fsyntax-only -x c++ - 2>/dev/null; then
+    echo "CXXFLAGS += -include cfloat"
+  fi
+}
+
 write_config() {
   local src=$1 pyinc pylib numpyinc pyver
   pyinc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -141,6 +154,7 @@ write_config() {
     # absolute rpath: _caffe.so finds libcaffe.so wherever python/ is linked from
     echo "LINKFLAGS += -Wl,-rpath,$src/build/lib"
     echo "Q ?= @"
+    platform_flags
   } > "$src/Makefile.config"
 }
 

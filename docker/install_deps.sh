@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages that building pycaffe needs (shared by
 # `make install` and docker/Dockerfile). Skips apt entirely when all are present.
+#
+# One package list per supported platform (docs/platforms.md), chosen from
+# /etc/os-release: the names of the Python headers and of Boost differ. Any
+# other platform is refused before anything is installed; FCN_PLATFORM names
+# one of the lists to try it anyway (e.g. FCN_PLATFORM=debian-13 on a
+# derivative of Debian 13). FCN_OS_RELEASE reads another os-release file
+# (the tests' fake platforms).
 set -euo pipefail
-PKGS="cmake g++ make curl ca-certificates python3-dev python3-venv
-libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
-libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
-libhdf5-dev libopenblas-dev libgtest-dev patch"
+
+# Sets platform (ID-VERSION_ID) and platform_name (PRETTY_NAME) from os-release.
+detect_platform() {
+  local ID="" VERSION_ID="" PRETTY_NAME="" file=${FCN_OS_RELEASE:-/etc/os-release}
+  # shellcheck disable=SC1090  # the machine's own file
+  [ -r "$file" ] && . "$file"
+  platform="${ID:-unknown}-${VERSION_ID:-unknown}"
+  platform_name=${PRETTY_NAME:-"no $file"}
+}
+
+detect_platform
+if [ -n "${FCN_PLATFORM:-}" ]; then platform=$FCN_PLATFORM platform_name="FCN_PLATFORM=$FCN_PLATFORM"; fi
+case "$platform" in
+  debian-12)    python=python3.11 boost=1.74 ;;
+  debian-13)    python=python3.13 boost=1.83 ;;
+  ubuntu-24.04) python=python3.12 boost=1.83 ;;
+  *)
+    echo "[install_deps] ERROR: unsupported platform '$platform_name' ($platform); supported: Debian 12, Debian 13, Ubuntu 24.04 (docs/platforms.md); FCN_PLATFORM=debian-13 (or debian-12, ubuntu-24.04) tries that list anyway" >&2
+    exit 2 ;;
+esac
+
+PKGS="cmake g++ make curl ca-certificates python3-dev ${python}-dev python3-venv
+libboost-system${boost}-dev libboost-thread${boost}-dev libboost-filesystem${boost}-dev
+libboost-python${boost}-dev libboost-regex${boost}-dev libprotobuf-dev protobuf-compiler
+libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev libgtest-dev patch"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "[install_deps] all build packages present"
+  echo "[install_deps] all build packages present ($platform)"
   exit 0
 fi
-echo "[install_deps] installing: ${missing[*]}"
+echo "[install_deps] installing ($platform): ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "[install_deps] ERROR: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
