@@ -13,11 +13,10 @@ simple charts, which do not earn matplotlib a place among the dependencies.
 Every number on the page is printed from scores.json by `number()`, which
 tags it with its JSON path and exact value (`data-key`, `data-value`), so a
 test can check the page against the file. The gallery's pictures are made
-while scoring (Gallery keeps the K worst and best images by per-image mean
-IU); a report written from scores.json alone has no gallery.
+while scoring (solvers.per_image keeps the K worst and best images by their
+own mean IU); a report written from scores.json alone has no gallery.
 """
 import argparse
-import heapq
 import html
 import json
 import math
@@ -30,11 +29,10 @@ from PIL import Image, ImageDraw, ImageFont
 from common.atomic import atomic_write
 from common.cli import run_cli
 from common.errors import UserError
-from common.palette import colorize, png_bytes
+from common.palette import png_bytes
 
-from .metrics import METRIC_KEYS, METRIC_NAMES, metrics
+from .metrics import METRIC_KEYS, METRIC_NAMES
 
-GALLERY_SIZE = 4
 BAR = (31, 119, 180)
 TEXT, GRID, MISSING = (0, 0, 0), (210, 210, 210), (150, 150, 150)
 
@@ -44,80 +42,6 @@ def font(size=13):
         return ImageFont.load_default(size=size)
     except TypeError:                      # Pillow < 10.1: the fixed bitmap font
         return ImageFont.load_default()
-
-
-# ------------------------------------------------------------------ per image
-
-def image_record(key, hist):
-    """What scoring keeps of one image: its id and its own metrics (from its
-    confusion matrix: classes in its truth or prediction), enough to rank it."""
-    m = metrics(hist)
-    return {"id": str(key), "pixel_acc": m["pixel_acc"], "mean_iu": m["mean_iu"],
-            "n_pixels": m["n_pixels"]}
-
-
-def rank_key(record):
-    """Worst first: mean IU, then pixel accuracy (an image without counted pixels last)."""
-    iu, acc = record["mean_iu"], record["pixel_acc"]
-    if iu is None or acc is None or (isinstance(iu, float) and math.isnan(iu)):
-        return (math.inf, math.inf)
-    return (iu, acc)
-
-
-class Gallery:
-    """The `size` worst and best images seen, with their pictures: offer each
-    image once (its index in the run, its record, and a function that draws
-    its picture, e.g. with gallery_picture); the picture is drawn only for
-    an image that enters the worst or best so far, and only those kept stay
-    in memory."""
-
-    def __init__(self, size=GALLERY_SIZE):
-        self.size = int(size)
-        self._worst, self._best = [], []       # heaps of (sort key, index, item)
-
-    def offer(self, index, record, pictures):
-        key = rank_key(record)
-        if math.isinf(key[0]) or self.size < 1:
-            return
-        worst_full = len(self._worst) >= self.size and (-key[0], -key[1], -index) <= self._worst[0][0]
-        best_full = len(self._best) >= self.size and (key[0], key[1], -index) <= self._best[0][0]
-        if worst_full and best_full:
-            return
-        item = {"index": index, "record": record, "pictures": pictures()}
-        if not worst_full:
-            self._push(self._worst, ((-key[0], -key[1], -index), index, item))
-        if not best_full:
-            self._push(self._best, ((key[0], key[1], -index), index, item))
-
-    def _push(self, heap, entry):
-        if len(heap) < self.size:
-            heapq.heappush(heap, entry)
-        else:
-            heapq.heapreplace(heap, entry)
-
-    def worst(self):
-        return [e[2] for e in sorted(self._worst, key=lambda e: e[0], reverse=True)]
-
-    def best(self):
-        return [e[2] for e in sorted(self._best, key=lambda e: e[0], reverse=True)]
-
-
-def gallery_picture(image, truth, prediction, palette, class_names):
-    """input | truth | prediction | legend of the classes in either, one PIL image."""
-    from .visualize import legend
-    image = np.asarray(image, np.uint8)
-    h, w = image.shape[:2]
-    truth, prediction = np.asarray(truth), np.asarray(prediction)
-    shown = sorted(set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist()))
-    names = list(class_names) + [f"class {i}" for i in range(len(class_names), 256)]
-    if len(class_names) < 256:
-        names[255] = "void"                      # the ignore label of every dataset here
-    panel = legend([int(c) for c in shown], names, palette, image_height=h)
-    canvas = Image.new("RGB", (3 * w + 8 + panel.width, max(h, panel.height)), "white")
-    for k, picture in enumerate((image, colorize(truth, palette), colorize(prediction, palette))):
-        canvas.paste(Image.fromarray(np.asarray(picture, np.uint8)), (k * w, 0))
-    canvas.paste(panel, (3 * w + 8, 0))
-    return canvas
 
 
 # ------------------------------------------------------------------ charts

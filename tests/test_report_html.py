@@ -15,7 +15,8 @@ from PIL import Image
 
 from common.palette import palette_for
 from solvers.metrics import fast_hist, metrics
-from solvers.report_html import Gallery, gallery_picture, image_record, write_report
+from solvers.per_image import Gallery, gallery_picture, image_record
+from solvers.report_html import write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["background", "disc", "square", "ring", "cross"]
