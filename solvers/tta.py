@@ -17,6 +17,7 @@ net's raw scores untouched, so results are bit for bit those of a run
 without these flags; with it, the "scores" are the averaged probabilities
 (their argmax is the prediction).
 """
+import argparse
 import math
 
 import numpy as np
@@ -45,9 +46,17 @@ def is_plain(scales, flip):
     return tuple(float(s) for s in scales) == PLAIN and not flip
 
 
+def scales_flag(text):
+    """parse_scales for argparse (its message kept)."""
+    try:
+        return parse_scales(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_tta_args(parser):
     """--scales and --flip, the same in every CLI that predicts."""
-    parser.add_argument("--scales", type=parse_scales, default=PLAIN, metavar="S,S,...",
+    parser.add_argument("--scales", type=scales_flag, default=PLAIN, metavar="S,S,...",
                         help="test-time augmentation: average class probabilities over these "
                              "input scales (e.g. 0.5,0.75,1,1.25,1.5; default 1: none)")
     parser.add_argument("--flip", action="store_true",
@@ -102,3 +111,34 @@ def augmented_scores(run, inputs, scales=PLAIN, flip=False):
                 total[blob] = total[blob] + probs if blob in total else probs
             copies += 1
     return {blob: (p / copies).astype(np.float32) for blob, p in total.items()}
+
+
+def deploy_runner(net, net_param, input_names, score_blobs, max_pixels):
+    """`run` for augmented_scores on a deploy net with one or more inputs:
+    a copy within max_pixels (and Caffe's INT_MAX per buffer) goes through in
+    one pass, a larger one in solvers.tiles' stitched tiles (the inputs
+    stacked along channels, so every input is cut the same way). Without
+    `net_param` (the deploy NetParameter) every copy goes in one pass."""
+    from . import tiles
+    channels = [int(net.blobs[name].data.shape[1]) for name in input_names]
+    cuts = np.cumsum(channels)[:-1]
+
+    def forward_stacked(batch):
+        for name, part in zip(input_names, np.split(batch, cuts, axis=1)):
+            net.blobs[name].reshape(*part.shape)
+        net.reshape()
+        for name, part in zip(input_names, np.split(batch, cuts, axis=1)):
+            net.blobs[name].data[...] = part
+        net.forward()
+        return {blob: net.blobs[blob].data.copy() for blob in score_blobs}
+
+    def run(inputs):
+        stacked = np.concatenate([np.asarray(inputs[name], np.float32) for name in input_names])
+        height, width = stacked.shape[1:]
+        if net_param is None or ((not max_pixels or height * width <= max_pixels) and
+                                 tiles.largest_buffer(net_param, height, width) <= tiles.INT_MAX):
+            return {blob: s[0] for blob, s in forward_stacked(stacked[None]).items()}
+        align, exact_margin = tiles.geometry(net_param)
+        side, margin = tiles.tile_plan(max_pixels or height * width, align, exact_margin)
+        return tiles.stitched(forward_stacked, stacked, side, margin, align)
+    return run
