@@ -281,12 +281,22 @@ def main_body(args):
         return 0
     if not args.inputs or not args.out:
         raise UserError("give depth files or folders and --out DIR (or --nyud ROOT --split NAME)")
-    written = 0
-    for path in depth_inputs(args.inputs):
+    paths = depth_inputs(args.inputs)
+    stems = {}
+    for path in paths:                  # a.png and a.mat (or a_0001.png) would write one file
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in stems:
+            raise UserError(f"{stems[stem]} and {path} would both write {stem}.png: convert them "
+                            "into separate --out folders")
+        stems[stem] = path
+    written = set()
+    for path in paths:
         for name, depth in read_depths(path, args.mat_var, args.png_unit):
+            if name in written:
+                raise UserError(f"{path}: {name}.png was already written from another input")
             write_hha(os.path.join(args.out, name + ".png"), hha(depth, args.intrinsics))
-            written += 1
-    print(f"wrote {written} HHA images to {args.out}", file=sys.stderr)
+            written.add(name)
+    print(f"wrote {len(written)} HHA images to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -228,3 +228,8 @@ def test_cli_errors_are_one_line(tmp_path):
     r = run(str(tmp_path / "d.mat"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "--mat-var" in r.stderr
     assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
+    (tmp_path / "both").mkdir()
+    write_png16(tmp_path / "both" / "d.png", np.full((8, 8), 1500))
+    scipy.io.savemat(tmp_path / "both" / "d.mat", {"depths": np.ones((8, 8))})
+    r = run(str(tmp_path / "both"), "--out", str(tmp_path / "o"), "--mat-var", "depths")
+    assert r.returncode == 2 and "would both write d.png" in r.stderr
