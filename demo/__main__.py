@@ -31,7 +31,7 @@ from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from common.atomic import atomic_write
 from common.cli import add_device_args, set_device
 from common.errors import UserError
-from solvers.run import SEED, Run
+from solvers.training.run import SEED, Run
 from surgery.io import save_weights
 
 from .layers import class_batch

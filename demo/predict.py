@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import atomic_write
-from solvers import infer
+from solvers.inference import cli as infer
 from common.palette import colorize, voc_palette
 
 N_SHOWN = 6

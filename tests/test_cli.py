@@ -164,11 +164,11 @@ def test_atomic_writes_get_the_umask_mode(tmp_path):
 
 def test_16_bit_images_are_scaled_alike_in_training_and_inference(tmp_path):
     """A 16-bit grey photo: the training layer (layers.io.read_rgb, via
-    Caffe) and inference (solvers.infer.load_image) see the same blob,
+    Caffe) and inference (solvers.inference.predictor.load_image) see the same blob,
     values scaled by the 16-bit range rather than clipped to 255."""
     import caffe
     from caffe import layers as L
-    from solvers import infer
+    from solvers.inference import predictor as infer
 
     root = tmp_path / "data"
     write_folder(str(root), [("a", (6, 5))], n_classes=3, split="train")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from data.layouts import write_voc
-from solvers.eval_published import format_rows
+from solvers.scoring.eval_published import format_rows
 from surgery.published import get_released
 from tests.published_fixtures import write_stand_in
 

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from net_specs.datasets import VOC_CLASSES, VOC_MEAN
-from solvers import infer
+from solvers.inference import batch, predictor as infer
 from common.image import caffe_image
 from common.palette import (distinct_palette, label_image, palette_for, voc_palette)
-from solvers.visualize import MARGIN, legend, present_classes, side_by_side
+from solvers.inference.visualize import MARGIN, legend, present_classes, side_by_side
 from tests import seg_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,7 +227,7 @@ def test_run_collides_stems_and_writes_outputs(predictor, tmp_path):
     Image.fromarray(uniform(16, 16, (0, 255, 0))).save(tmp_path / "x.png")
     Image.fromarray(uniform(16, 16, (255, 0, 0))).save(tmp_path / "x.jpg", quality=95)
     log = []
-    done, failures = infer.run(predictor, [str(tmp_path / "x.png"), str(tmp_path / "x.jpg")],
+    done, failures = batch.run(predictor, [str(tmp_path / "x.png"), str(tmp_path / "x.jpg")],
                                str(tmp_path / "out"), log=log.append)
     assert done == 2 and failures == []
     assert (np.asarray(Image.open(tmp_path / "out" / "x_png.png")) == SOFA).all()

@@ -16,7 +16,7 @@ from data import layouts as F
 from layers import lifetime
 from layers.io import DataError
 from layers.loader import Loader, LoaderError, RemoteTraceback, _portable
-from solvers.run import data_layer
+from solvers.training.run import data_layer
 from tests.test_layers import MEAN, ROOT, base_params, make_net, serve
 
 # sizes that differ in every example; the last two need a larger slot (> 1 MiB)

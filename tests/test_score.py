@@ -17,8 +17,8 @@ from caffe.proto import caffe_pb2
 from net_specs import MODELS, custom_dataset, get_dataset
 from net_specs.datasets import VOC_MEAN, Source
 from net_specs.models import TEMPLATES, for_dataset
-from solvers import score
-from solvers.score import ScoreError, fast_hist, metrics, score_net
+from solvers.scoring import cli as score
+from solvers.scoring.cli import ScoreError, fast_hist, metrics, score_net
 from solvers.weights import WeightsError
 from tests import seg_fixtures
 
@@ -440,7 +440,7 @@ def test_cli_all_classes_flag_reaches_the_scorer(siftflow_setup, tmp_path):
 
 
 def test_run_scores_siftflow_semantic_head_present_only(tmp_path):
-    from solvers.run import Run
+    from solvers.training.run import Run
     run = Run("siftflow-fcn32s", out_dir=str(tmp_path / "run"))       # nothing built or written
     assert run.heads() == [("score_sem", "sem", 33, True), ("score_geo", "geo", 3, False)]
     assert not (tmp_path / "run").exists()

@@ -16,8 +16,8 @@ from caffe.proto import caffe_pb2
 
 from net_specs import MODELS
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
-from solvers.run import Run, data_layer
-from solvers.solve import main as solve_main
+from solvers.training.run import Run, data_layer
+from solvers.training.cli import main as solve_main
 from surgery.io import save_weights
 from data.layouts import write_folder, write_voc
 
@@ -164,7 +164,7 @@ def test_metrics_curves_and_final_weights(toy_root, tmp_path):
     ("pascalcontext-fcn8s", 1e-14, 0.99, 1), ("nyud-fcn32s-color-hha", 1e-12, 0.99, 1),
 ])
 def test_solver_hyperparameters_are_the_papers(name, lr, momentum, iter_size):
-    from solvers.config import solver_param
+    from solvers.training.config import solver_param
     p = solver_param(MODELS[name], "train.prototxt", "val.prototxt", "snap", 736)
     assert p.base_lr == pytest.approx(lr, rel=1e-6)          # float32 fields
     assert p.momentum == pytest.approx(momentum, rel=1e-6) and p.iter_size == iter_size
@@ -228,7 +228,7 @@ def write_solverstate(path, iteration):
 def test_multigpu_resume_runs_what_is_left_of_max_iter(tmp_path):
     """Every rank steps max_iter - (the state's iteration), as single-GPU
     solve does; before, each rank stepped the whole max_iter again."""
-    from solvers.multigpu import MultiGpuConfig, iterations_for, parse_gpus
+    from solvers.training.multigpu import MultiGpuConfig, iterations_for, parse_gpus
     model = MODELS["voc-fcn32s"]                                  # max_iter 100000
     state = write_solverstate(tmp_path / "train_iter_4000.solverstate", 4000)
     resumed = MultiGpuConfig(gpus=(0, 1), out=str(tmp_path), resume=state)
@@ -258,7 +258,7 @@ def test_multigpu_on_a_machine_without_those_gpus_is_one_line_exit_2(tmp_path):
 
 
 def test_multigpu_config_takes_only_what_workers_need(tmp_path):
-    from solvers.multigpu import MultiGpuConfig
+    from solvers.training.multigpu import MultiGpuConfig
     args = argparse.Namespace(gpus="0,1", out=None, width=0.5, root="r", weights=["a", "b"],
                               resume=None, iters=3, score_every=2, snapshot_every=5, base_lr=1e-3,
                               workers=2, queue_depth=3)
@@ -270,7 +270,7 @@ def test_multigpu_config_takes_only_what_workers_need(tmp_path):
 
 def test_resumed_single_gpu_run_steps_the_same_count(tmp_path):
     """The arithmetic multigpu now shares with solve, on a real resumed solver."""
-    from solvers.run import remaining_iterations, solverstate_iter
+    from solvers.training.run import remaining_iterations, solverstate_iter
     root = str(tmp_path / "data")
     write_voc(root, [("a", (20, 24)), ("b", (18, 16))], n_classes=N_CLASSES, split="train")
     write_voc(root, [("a", (20, 24))], n_classes=N_CLASSES, split="val")

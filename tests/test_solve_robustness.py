@@ -14,9 +14,9 @@ from PIL import Image
 import caffe
 
 from data.layouts import write_folder
-from solvers import infer
-from solvers.run import RunError, Run, check_solverstate, read_metrics
-from solvers.solve import main as solve_main
+from solvers.inference import cli as infer
+from solvers.training.run import RunError, Run, check_solverstate, read_metrics
+from solvers.training.cli import main as solve_main
 from tests import seg_fixtures
 from tests.test_solve import N_CLASSES, WIDTH, make_run, quiet, toy_dataset
 from tests.test_solve import folder_root, toy_root as voc_root  # noqa: F401  (fixtures)

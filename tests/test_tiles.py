@@ -11,9 +11,9 @@ from PIL import Image
 import caffe
 
 from net_specs import build, get_model
-from solvers import tiles
+from solvers.inference import stitching as tiles
 from common.image import caffe_image
-from solvers.infer import Predictor, forward
+from solvers.inference.predictor import Predictor, forward
 from surgery.bilinear import interp, upsampling_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,23 +154,23 @@ def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
     downscale) within INT_MAX, instead of 'blob size exceeds INT_MAX'."""
     weights, _, _ = random_fcn(tmp_path)
     predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH, max_pixels=10 ** 9)
-    assert tiles.one_pass_fits(predictor, 3000, 3000)
+    assert predictor.one_pass_fits(3000, 3000)
     # the full-width net's sizes, without building it (0.5 GB of weights, minutes of forward):
     # the forwards are recorded, not run
     full = build(get_model("voc-fcn8s"), "deploy", size=(64, 64))
     predictor.net_param = full
-    assert not tiles.one_pass_fits(predictor, 1500, 2000)
-    assert tiles.one_pass_fits(predictor, 375, 500)
+    assert not predictor.one_pass_fits(1500, 2000)
+    assert predictor.one_pass_fits(375, 500)
     calls = []
 
     def recorded_forward(net, batch, blobs, input_name):
         calls.append(batch.shape)
         assert tiles.largest_buffer(full, *batch.shape[2:]) <= tiles.INT_MAX
         return {b: np.zeros((1, 21) + batch.shape[2:], np.float32) for b in blobs}
-    import solvers.infer as infer
+    import solvers.inference.predictor as infer
     original, infer.forward = infer.forward, recorded_forward
     try:
-        result = tiles.predict_large(predictor, photo(1500, 2000))
+        result = predictor.predict_large(photo(1500, 2000))
     finally:
         infer.forward = original
     assert result[""][1].shape == (21, 1500, 2000) and len(calls) > 1
@@ -179,7 +179,8 @@ def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
 def test_a_failing_forward_does_not_end_a_keep_going_batch(tmp_path):
     """One image whose forward fails (memory, a net error) is listed as failed;
     the images after it are still segmented. Without --keep-going it stops."""
-    from solvers.infer import InferError, run
+    from solvers.inference.batch import run
+    from solvers.inference.predictor import InferError
     weights, _, _ = random_fcn(tmp_path)
     predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH)
     for name, size in (("a", (60, 80)), ("b", (70, 90)), ("c", (50, 40))):
@@ -233,7 +234,7 @@ def test_3000x3000_at_narrow_width_in_bounded_memory(tmp_path):
     """One pass would need 7.9 GB; the default tiles stay far below."""
     weights, _, _ = random_fcn(tmp_path)
     Image.fromarray(photo(3000, 3000, seed=5)).save(tmp_path / "huge.jpg")
-    code = ("import sys; from common.report import peak_rss_mb; from solvers.infer import main; "
+    code = ("import sys; from common.report import peak_rss_mb; from solvers.inference.cli import main; "
             "rc = main(sys.argv[1:]); print('peak_mb', int(peak_rss_mb())); sys.exit(rc)")
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2")
     r = subprocess.run([sys.executable, "-c", code, "voc-fcn8s", weights, tmp_path / "huge.jpg",

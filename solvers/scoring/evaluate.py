@@ -1,5 +1,5 @@
 """Scoring nets: forward a val net over a split, confusion matrices per
-head, the papers' metrics (solvers.metrics) and the mean losses."""
+head, the papers' metrics (solvers.scoring.metrics) and the mean losses."""
 import os
 import tempfile
 from dataclasses import replace
@@ -14,7 +14,7 @@ from net_specs import build
 from surgery.io import read_weights
 
 from .metrics import fast_hist, metrics
-from .weights import load_weights
+from ..weights import load_weights
 
 
 class ScoreError(UserError):

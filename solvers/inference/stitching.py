@@ -1,4 +1,6 @@
-"""Segment images too large for one forward pass: overlapping tiles, or a downscale.
+"""Stitching for images too large for one forward pass: tile geometry, the
+tiles' windows, stitching their scores, or a downscale (the Predictor's
+`predict_large` uses them; this module knows no net object).
 
 Caffe keeps every blob and every convolution's im2col buffer of the whole
 input in memory (about 8 KB per pixel of the 100-padded input for
@@ -135,11 +137,6 @@ def stitched(forward, chw, side, margin, align):
     return out
 
 
-def count_tiles(height, width, max_pixels, align, exact_margin):
-    side, margin = tile_plan(max_pixels, align, exact_margin)
-    return len(windows(height, side, margin, align)) * len(windows(width, side, margin, align))
-
-
 def downscaled_size(height, width, max_pixels):
     """(h, w) with the aspect ratio kept and h * w <= max_pixels."""
     scale = min(1.0, math.sqrt(max_pixels / float(height * width)))
@@ -211,35 +208,3 @@ def blob_shapes(net_param, height, width):
         shapes.update(zip(layer.top, outs))
         largest = max(largest, col)
     return shapes, largest
-
-
-def one_pass_fits(predictor, height, width):
-    """Whether an H x W image may go through `predictor`'s net in one pass:
-    within its max_pixels and within Caffe's INT_MAX per buffer."""
-    if predictor.max_pixels and height * width > predictor.max_pixels:
-        return False
-    return largest_buffer(predictor.net_param, height, width) <= INT_MAX
-
-
-def predict_large(predictor, rgb):
-    """solvers.infer.Predictor.predict for one H x W x 3 image over its
-    max_pixels: {suffix: (labels, scores)} at full resolution, through
-    stitched tiles or, with predictor.downscale, one smaller pass whose
-    scores are resized back."""
-    from .infer import forward
-    blobs = [head[0] for head in predictor.heads]
-
-    def run(batch):
-        return forward(predictor.net, batch, blobs, predictor.input_name)
-    height, width = rgb.shape[:2]
-    budget = predictor.max_pixels or height * width
-    while largest_buffer(predictor.net_param, *downscaled_size(height, width, budget)) > INT_MAX:
-        budget //= 2                            # --max-pixels too large for Caffe
-    if predictor.downscale:
-        small = run(predictor.preprocess(downscale(rgb, budget))[None])
-        scores = {blob: upscale_scores(s[0], height, width) for blob, s in small.items()}
-    else:
-        align, exact_margin = geometry(predictor.net_param)
-        side, margin = tile_plan(budget, align, exact_margin)
-        scores = stitched(run, predictor.preprocess(rgb), side, margin, align)
-    return {head[1]: (scores[head[0]].argmax(axis=0), scores[head[0]]) for head in predictor.heads}

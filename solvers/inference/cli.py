@@ -1,0 +1,100 @@
+"""The inference CLI (`python -m solvers.infer`): segment images with a trained
+FCN and save label maps and visualisations.
+
+    python -m solvers.infer MODEL WEIGHTS IMAGE_OR_DIR... [--out DIR]
+        [--cpu | --gpu N] [--save-scores] [--keep-going] [--batch N] [--width W]
+        [--max-pixels N] [--downscale]
+
+Outputs and exit statuses: EPILOG below. The library is solvers.inference.predictor.
+"""
+import argparse
+import os
+import sys
+
+from common.cli import add_device_args, add_model_args, int_at_least, run_cli, set_device
+from net_specs.resolve import resolve_args
+
+from .batch import run
+from .predictor import InferError, Predictor
+from .stitching import DEFAULT_MAX_PIXELS
+
+DESCRIPTION = "Segment images with a trained FCN and save label maps and visualisations."
+EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, sorted):
+
+    OUT/<stem>.png          label map, a palette PNG whose pixel values are the
+                            class indices (VOC colours for VOC-like data)
+    OUT/<stem>_viz.png      image | overlay | legend of the classes present
+    OUT/<stem>_scores.npy   with --save-scores: the C x H x W float32 scores
+
+Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
+(`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
+atomically. Grey, 16-bit (scaled by the 16-bit range), palette and RGBA
+images are converted to RGB (with a
+warning); images of equal size share one forward pass (batches of up to
+--batch). Images over --max-pixels, or too large for Caffe in one pass, are
+segmented in overlapping tiles (solvers/inference/stitching.py), or with --downscale in one
+smaller pass. Exit status: 0 all images segmented; 2 a bad flag, model, weights file or
+(without --keep-going) image, one line on stderr; 3 finished with
+--keep-going but some images failed (listed at the end)."""
+EXIT_SOME_FAILED = 3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m solvers.infer", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model name (`python -m net_specs list`) or template")
+    parser.add_argument("weights", help="trained .caffemodel, or `published`: the authors' "
+                        "released weights (fetched into weights/published/ on first use)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or directories")
+    parser.add_argument("--out", default="predictions", help="output directory (default predictions)")
+    add_device_args(parser)
+    parser.add_argument("--save-scores", action="store_true", help="also save <stem>_scores.npy")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="skip bad images (exit status 3 if any failed)")
+    parser.add_argument("--batch", type=int_at_least("--batch", 1), default=4, metavar="N",
+                        help="at most N equal-size images per forward (default 4)")
+    add_model_args(parser, root=False)
+    parser.add_argument("--max-pixels", type=int_at_least("--max-pixels", 1),
+                        default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="larger images are segmented in overlapping tiles of at most N "
+                             f"pixels (default {DEFAULT_MAX_PIXELS}: 500x500, ~4.5 GB at width 1)")
+    parser.add_argument("--downscale", action="store_true",
+                        help="segment images over --max-pixels downscaled to fit instead of in tiles")
+    return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
+
+
+def check_out_is_not_an_input(inputs, out):
+    """--out must not be an input directory, nor hold an input PNG: the
+    outputs (<stem>.png, <stem>_viz.png, ...) would overwrite the inputs."""
+    target = os.path.realpath(out)
+    for path in inputs:
+        if os.path.isdir(path) and os.path.realpath(path) == target:
+            raise InferError(f"--out {out} is the input directory {path}: the label maps would "
+                             "overwrite or mix with its images; choose another --out")
+        if (os.path.isfile(path) and path.lower().endswith(".png")
+                and os.path.realpath(os.path.dirname(os.path.abspath(path))) == target):
+            raise InferError(f"--out {out} holds the input image {path}, which the outputs "
+                             "(<stem>.png, <stem>_viz.png) could overwrite; choose another --out")
+
+
+def infer_cli(args):
+    check_out_is_not_an_input(args.inputs, args.out)
+    model, dataset = resolve_args(args)
+    set_device(args.gpu)
+    from surgery.download import weights_argument
+    args.weights = weights_argument(args.weights, args.model)
+    predictor = Predictor.from_model(model, args.weights, dataset=dataset,
+                                     width=args.width, batch_size=args.batch,
+                                     max_pixels=args.max_pixels, downscale=args.downscale)
+    done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
+    print(f"segmented {done} image(s) into {args.out}/")
+    if failures:
+        print(f"solvers.infer: {len(failures)} image(s) failed:", file=sys.stderr)
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
