@@ -1,4 +1,4 @@
-"""solvers.report_html: every number on the page is the one in scores.json,
+"""solvers.scoring.report_html: every number on the page is the one in scores.json,
 the gallery holds the true worst and best images, and the page renders in
 headless Chromium (network off) with every picture loaded."""
 import html.parser
@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from common.palette import palette_for
-from solvers.metrics import fast_hist, metrics
-from solvers.per_image import Gallery, gallery_picture, image_record
-from solvers.report_html import write_report
+from solvers.scoring.metrics import fast_hist, metrics
+from solvers.scoring.per_image import Gallery, gallery_picture, image_record
+from solvers.scoring.report_html import write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["background", "disc", "square", "ring", "cross"]
@@ -160,13 +160,13 @@ def test_cli_writes_the_report_with_curves(tmp_path):
     (tmp_path / "scores.json").write_text(json.dumps(scores))
     (tmp_path / "metrics.jsonl").write_text("".join(
         json.dumps({"iteration": it, "loss": 1.0 / it, "mean_iu": it / 100.0}) + "\n" for it in (10, 20, 30)))
-    r = subprocess.run([sys.executable, "-m", "solvers.report_html", str(tmp_path / "scores.json"),
+    r = subprocess.run([sys.executable, "-m", "solvers.scoring.report_html", str(tmp_path / "scores.json"),
                         "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "metrics.jsonl")],
                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["curves.png", "label-confusion.png", "label-iu.png",
                                                     "report.html"]
-    r = subprocess.run([sys.executable, "-m", "solvers.report_html", str(tmp_path / "nope.json"),
+    r = subprocess.run([sys.executable, "-m", "solvers.scoring.report_html", str(tmp_path / "nope.json"),
                         "--out", str(tmp_path / "o2")], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 2 and "not found" in r.stderr and not (tmp_path / "o2").exists()

@@ -1,4 +1,4 @@
-"""solvers.tta on small real Caffe nets: no augmentation is bit for bit the
+"""solvers.inference.tta on small real Caffe nets: no augmentation is bit for bit the
 plain forward, mirroring is undone exactly, every scale comes back at the
 input's size."""
 import os
@@ -9,7 +9,7 @@ import pytest
 
 import caffe
 
-from solvers import tta
+from solvers.inference import tta
 
 TOY = """name: "toy"
 layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 3 dim: {h} dim: {w} }} }} }}

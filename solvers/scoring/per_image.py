@@ -71,7 +71,7 @@ class Gallery:
 
 def gallery_picture(image, truth, prediction, palette, class_names):
     """input | truth | prediction | legend of the classes in either, one PIL image."""
-    from .visualize import legend
+    from ..inference.visualize import legend
     image = np.asarray(image, np.uint8)
     h, w = image.shape[:2]
     truth, prediction = np.asarray(truth), np.asarray(prediction)

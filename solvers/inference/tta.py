@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .tiles import upscale_scores
+from .stitching import upscale_scores
 
 PLAIN = (1.0,)
 
@@ -119,7 +119,7 @@ def deploy_runner(net, net_param, input_names, score_blobs, max_pixels):
     one pass, a larger one in solvers.tiles' stitched tiles (the inputs
     stacked along channels, so every input is cut the same way). Without
     `net_param` (the deploy NetParameter) every copy goes in one pass."""
-    from . import tiles
+    from . import stitching as tiles
     channels = [int(net.blobs[name].data.shape[1]) for name in input_names]
     cuts = np.cumsum(channels)[:-1]
 

@@ -3,7 +3,7 @@ JSON file -- the four metrics, a per-class IU bar chart, the normalised
 confusion matrix, the training curves when the run has them, and the worst
 and best images (input | truth | prediction | legend).
 
-    python -m solvers.report_html scores.json --out DIR [--metrics metrics.jsonl]
+    python -m solvers.scoring.report_html scores.json --out DIR [--metrics metrics.jsonl]
 
 Static files only (report.html + PNGs beside it, relative links, no script,
 no network): it reads offline and can be zipped or served as is. Charts are
@@ -13,7 +13,7 @@ simple charts, which do not earn matplotlib a place among the dependencies.
 Every number on the page is printed from scores.json by `number()`, which
 tags it with its JSON path and exact value (`data-key`, `data-value`), so a
 test can check the page against the file. The gallery's pictures are made
-while scoring (solvers.per_image keeps the K worst and best images by their
+while scoring (solvers.scoring.per_image keeps the K worst and best images by their
 own mean IU); a report written from scores.json alone has no gallery.
 """
 import argparse
@@ -196,7 +196,7 @@ def write_report(out_dir, scores, curves=(), galleries=None, title=None):
     `scores`: solvers.score's JSON document; `curves`: metrics.jsonl entries
     (training loss and val mean IU by iteration); `galleries`: {head label:
     Gallery} whose pictures are PIL images or arrays."""
-    from .curves import plot_curves
+    from ..training.curves import plot_curves
     heads = heads_of(scores)
     galleries = galleries or {}
     files = {}
@@ -253,7 +253,7 @@ def read_jsonl(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m solvers.report_html", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m solvers.scoring.report_html", description=__doc__.split("\n\n")[0])
     p.add_argument("scores", help="scores.json as solvers.score --out writes it")
     p.add_argument("--out", required=True, help="folder for report.html and its pictures")
     p.add_argument("--metrics", help="a run's metrics.jsonl, for the training curves")
@@ -266,7 +266,7 @@ def main(argv=None):
         curves = read_jsonl(a.metrics) if a.metrics else ()
         print(f"wrote {write_report(a.out, scores, curves)}")
         return 0
-    return run_cli("solvers.report_html", body, args)
+    return run_cli("solvers.scoring.report_html", body, args)
 
 
 if __name__ == "__main__":
