@@ -85,6 +85,8 @@ def test_eval_published_writes_each_models_report_with_tta(voc_setup, tmp_path):
     assert row["mean_iu"]["label"] == pytest.approx(100 * doc["heads"]["label"]["mean_iu"])
     assert [r["id"] for r in doc["heads"]["label"]["images"]] == ["2011_000001", "2011_000002", "2011_000003"]
     assert (folder / "report.html").exists() and (folder / "label-worst-1.png").exists()
+    assert doc["tta"] == {"scales": [0.75, 1.0], "flip": True}
+    assert "test-time augmentation: scales 0.75,1, flip" in proc.stdout
     # the gallery shows the VOC image itself: the mean added back, RGB
     picture = np.asarray(Image.open(folder / "label-best-1.png").convert("RGB"))
     best = doc["heads"]["label"]["images"].index(max(doc["heads"]["label"]["images"],

@@ -80,6 +80,8 @@ def to_json(results, model, dataset, weights, split):
     doc = {"model": model.name, "dataset": dataset.name, "split": split,
            "weights": os.path.abspath(weights), "n_images": results["n_iter"],
            "loss": results["loss"], "losses": results["losses"], "heads": heads}
+    if results.get("tta"):
+        doc["tta"] = results["tta"]                 # test-time augmentation's scales and flip
     return json.dumps(_json_safe(doc), indent=1, sort_keys=True) + "\n"
 
 

@@ -27,7 +27,7 @@ from surgery.published import DIRECTORY, RELEASED_LIST, get_released
 
 from .evaluate import score_model
 from .per_image import GALLERY_SIZE
-from .cli import to_json, write_scores
+from .cli import to_json, tta_note, write_scores
 from ..inference.tta import PLAIN, add_tta_args
 
 
@@ -108,6 +108,8 @@ def eval_cli(args):
         rows.append(evaluate(released, args.weights_dir, args.root, args.width,
                              scales=args.scales, flip=args.flip, report_dir=reports))
     print("\n".join(format_rows(rows)))
+    if tta_note(args.scales, args.flip):
+        print(tta_note(args.scales, args.flip)[2:])
     if args.out:
         atomic_write(args.out, json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -192,6 +192,8 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
     images = ImageTally.for_dataset(dataset, gallery) if gallery else None
     results = score_net(net, n_iter, heads, progress=progress, predict=predict, images=images)
     results["split"] = split
+    if predict:
+        results["tta"] = {"scales": list(scales), "flip": bool(flip)}
     if images:
         results["galleries"] = {h.label: images.galleries["score" + h.suffix] for h in dataset.heads}
     return results

@@ -205,7 +205,9 @@ def write_report(out_dir, scores, curves=(), galleries=None, title=None):
             f'<p class="meta">{number(scores.get("n_images"), "n_images", False)} images'
             + (f"; weights {html.escape(str(scores['weights']))}" if scores.get("weights") else "")
             + (f"; mean loss {number(scores['loss'], 'loss', False)}" if scores.get("loss") is not None
-               else "") + "</p>"]
+               else "")
+            + (f"; test-time augmentation: scales {html.escape(', '.join(map(str, scores['tta']['scales'])))}"
+               + (", flipped" if scores["tta"].get("flip") else "") if scores.get("tta") else "") + "</p>"]
     for label, head in heads.items():
         body.append(head_section(label, head, galleries.get(label), files))
     entries = [e for e in curves if isinstance(e, dict) and "iteration" in e]
