@@ -33,7 +33,7 @@ from common.cli import add_device_args, set_device
 from common.errors import UserError
 from solvers.training.metrics_file import read_metrics
 from solvers.training.run import SEED, Run
-from surgery.io import save_weights
+from netio.nets import load_net, save_weights
 
 from .layers import class_batch
 from .predict import save_predictions, save_report
@@ -109,7 +109,7 @@ def classifier_accuracy(deploy, weights, seed, n=HELD_OUT, batch=16):
     """Top-1 accuracy of the stand-in classifier on `n` held-out scenes (the
     training crops' kind, from a stream of its own): an FCN can only be as good as the
     features it starts from, so the demo says how good they are."""
-    net = caffe.Net(deploy, caffe.TEST, weights=weights)
+    net = load_net(deploy, weights)
     rng = np.random.RandomState([seed, 1])        # not the training stream (seed alone)
     correct = 0
     for start in range(0, n, batch):

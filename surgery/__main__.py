@@ -18,7 +18,9 @@ from common.cli import parse_width, run_cli  # noqa: E402
 
 from .download import download as fetch_model, download_names  # noqa: E402
 from .errors import SurgeryError  # noqa: E402
-from .io import copy_weights, load_for_surgery, load_net, save_weights  # noqa: E402
+from netio.nets import load_net, load_weights, save_weights  # noqa: E402
+
+from .io import load_for_surgery  # noqa: E402
 from .published import markdown_table, table  # noqa: E402
 from .recipe import initialise  # noqa: E402
 from .transplant import COERCED, COPIED  # noqa: E402
@@ -60,7 +62,7 @@ def convert(args):
     src = load_net(args.src_proto, args.src_weights, caffe.TEST, complete=True)
     dst = load_for_surgery(args.dst_proto, caffe.TRAIN, dict(args.input_shape), args.input_size)
     if args.dst_weights:
-        copy_weights(dst, args.dst_weights)
+        load_weights(dst, args.dst_weights, warn=False)
     check_transplanted(initialise(src, dst, args.suffix), args)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")

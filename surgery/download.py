@@ -16,8 +16,9 @@ from typing import Optional
 
 from common.download import FetchError, fetch as fetch_verified
 
+from netio.files import read_caffemodel
+
 from .errors import SurgeryError
-from .io import read_weights
 from .published import DIRECTORY, RELEASED_LIST, get_released
 
 
@@ -42,7 +43,7 @@ def fetch(url, dest, sha1=None, out=None, timeout=60):
     is kept. Errors are SurgeryError (offline: says where to put the file)."""
     try:
         return fetch_verified(url, dest, timeout=timeout, out=out, algorithm="sha1",
-                              checksum=sha1, validate=read_weights)
+                              checksum=sha1, validate=read_caffemodel)
     except FetchError as e:
         raise SurgeryError(str(e)) from None
 

@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from common.atomic import atomic_path
+from netio.geometry import spatial
 
 from .errors import SurgeryError
 
@@ -38,33 +39,6 @@ def _onnx():
         raise SurgeryError("ONNX export needs the `onnx` package (an optional extra: "
                            "`make install`, or pip install -r requirements-bench.txt)") from None
     return onnx, helper, numpy_helper
-
-
-def _hw(param, name):
-    """The _h/_w field names of a spatial parameter (kernel_size -> kernel_h), if any."""
-    stem = "kernel" if name == "kernel_size" else name
-    h, w = f"{stem}_h", f"{stem}_w"
-    return (h, w) if h in param.DESCRIPTOR.fields_by_name else (None, None)
-
-
-def _pair(param, name, default):
-    """Caffe's spatial parameter `name` (repeated, or kernel_h/kernel_w...) as [h, w]."""
-    h, w = _hw(param, name)
-    if h and (param.HasField(h) or param.HasField(w)):
-        return [getattr(param, h), getattr(param, w)]
-    values = list(getattr(param, name))
-    if not values:
-        return [default, default]
-    return values * 2 if len(values) == 1 else values[:2]
-
-
-def _pool_pair(param, name, default):
-    """PoolingParameter's scalar kernel_size/pad/stride (or _h/_w) as [h, w]."""
-    h, w = _hw(param, name)
-    if param.HasField(h) or param.HasField(w):
-        return [getattr(param, h), getattr(param, w)]
-    value = getattr(param, name) if param.HasField(name) else default
-    return [value, value]
 
 
 class _Graph:
@@ -107,9 +81,9 @@ def _params(net, layer):
 
 def _convolution(g, layer, x, blobs, transposed):
     p = layer.convolution_param
-    attrs = dict(kernel_shape=_pair(p, "kernel_size", 1), strides=_pair(p, "stride", 1),
-                 dilations=_pair(p, "dilation", 1), group=p.group)
-    pad = _pair(p, "pad", 0)
+    attrs = dict(kernel_shape=spatial(p, "kernel_size", 1), strides=spatial(p, "stride", 1),
+                 dilations=spatial(p, "dilation", 1), group=p.group)
+    pad = spatial(p, "pad", 0)
     attrs["pads"] = pad + pad
     inputs = [x, g.const(layer.name + "_W", blobs[0])]
     if p.bias_term:
@@ -137,8 +111,8 @@ def _pooling(g, layer, x, caffe_pb2):
     if p.global_pooling or p.pool != caffe_pb2.PoolingParameter.MAX:
         raise SurgeryError(f"Pooling {layer.name!r}: only MAX pooling over a window is exported "
                            "(no FCN here uses average or global pooling)")
-    kernel, stride, pad = (_pool_pair(p, "kernel_size", 0), _pool_pair(p, "stride", 1),
-                           _pool_pair(p, "pad", 0))
+    kernel, stride, pad = (spatial(p, "kernel_size", 0), spatial(p, "stride", 1),
+                           spatial(p, "pad", 0))
     if any(pd > 0 and s > 1 for pd, s in zip(pad, stride)):
         raise SurgeryError(f"Pooling {layer.name!r}: pad {pad} with stride {stride} rounds "
                            "differently in Caffe and ONNX; not exported")
@@ -274,20 +248,9 @@ def load_deploy(model_name, weights, width=1.0):
     never aborts and nothing is exported with layers left at their fillers."""
     from net_specs import build
     from net_specs.models import get_model
-    from .io import check_weights_fit, net_from_param, read_weights, weight_layers
-    model = get_model(model_name)
-    param = build(model, "deploy", width=width, size=(64, 64))
-    stored = read_weights(weights)
-    net = net_from_param(param)
-    check_weights_fit(net, stored, weights)
-    names = {layer.name for layer in weight_layers(stored) if layer.blobs}
-    missing = [name for name in net.params if name not in names]
-    if missing:
-        raise SurgeryError(f"{weights} has no parameters for layer(s) {', '.join(missing)} of "
-                           f"{model.name}: weights of another model? (nothing exported)")
-    del stored
-    net.copy_from(weights)
-    return param, net
+    from netio.nets import net_from_param
+    param = build(get_model(model_name), "deploy", width=width, size=(64, 64))
+    return param, net_from_param(param, weights=weights, complete=True, warn=False)
 
 
 def export(model_name, weights, out, width=1.0):

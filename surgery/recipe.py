@@ -12,7 +12,7 @@ COLOR_DEPTH = ("conv1_1", "conv1_1_bgrd")
 
 
 def initialise(src, dst, suffix="", verbose=True):
-    """Apply the recipe from `src` (a caffe.Net or surgery.io.WeightsFile) to
+    """Apply the recipe from `src` (a caffe.Net or netio.nets.Caffemodel) to
     the caffe.Net `dst`; returns the transplant report."""
     report = transplant(src, dst, suffix=suffix, verbose=verbose)
     color, bgrd = COLOR_DEPTH

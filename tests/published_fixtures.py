@@ -12,7 +12,8 @@ from common.atomic import atomic_write
 from net_specs import build
 from net_specs.models import get_model
 from surgery.bilinear import interp, upsampling_layers
-from surgery.io import load_for_surgery, save_weights
+from netio.nets import save_weights
+from surgery.io import load_for_surgery
 
 
 def write_stand_in(model_name, path, width=1.0, seed=0, scale=0.01):

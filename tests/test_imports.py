@@ -12,7 +12,7 @@ import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = ("common", "net_specs", "layers", "data", "surgery", "solvers", "demo", "bench", "tests")
+LAYERS = ("common", "netio", "net_specs", "layers", "data", "surgery", "solvers", "demo", "bench", "tests")
 
 
 def package_imports():

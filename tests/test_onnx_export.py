@@ -16,7 +16,7 @@ from net_specs.models import MODELS
 from surgery.bilinear import interp, upsampling_layers
 from surgery.errors import SurgeryError
 from surgery.onnx_export import to_onnx
-from surgery.io import read_prototxt
+from netio.files import read_prototxt
 
 # onnx/onnxruntime are imported inside the tests (a missing extra fails them, never skips):
 # the module still collects without the extras, so `-m 'not onnx'` deselects these cleanly.

@@ -13,7 +13,7 @@ import caffe
 from common.atomic import atomic_write
 from net_specs import build
 from net_specs.models import MODELS
-from solvers.weights import load_weights
+from netio.nets import load_weights
 from surgery.download import download
 from surgery.errors import SurgeryError
 from surgery.published import RELEASED_LIST, get_released

@@ -19,7 +19,7 @@ from net_specs.datasets import VOC_MEAN, Source
 from net_specs.models import TEMPLATES, for_dataset
 from solvers.scoring import cli as score
 from solvers.scoring.cli import ScoreError, fast_hist, metrics, score_net
-from solvers.weights import WeightsError
+from netio.errors import WeightsError
 from tests import seg_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,7 +18,7 @@ from net_specs import MODELS
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from solvers.training.run import Run, data_layer
 from solvers.training.cli import main as solve_main
-from surgery.io import save_weights
+from netio.nets import save_weights
 from data.layouts import write_folder, write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,9 +19,11 @@ from caffe.proto import caffe_pb2
 from surgery.bilinear import bilinear_kernel, interp, upsampling_layers
 from surgery.download import IMAGENET_WEIGHTS, fetch
 from surgery.errors import SurgeryError
+from netio.errors import NetIOError
+from netio.files import read_caffemodel as read_weights
+from netio.nets import Caffemodel, load_net, net_from_param, save_weights
 from surgery.expand import expand_score, init_color_depth
-from surgery.io import (load_for_surgery, load_net, net_from_param, read_weights,
-                        replace_data_layers, save_weights)
+from surgery.io import load_for_surgery, replace_data_layers
 from surgery.transplant import COERCED, COPIED, DROPPED, UNTOUCHED, transplant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -327,7 +329,7 @@ def test_bad_caffemodels_raise_naming_the_file(classifier, tmp_path):
         path = tmp_path / name
         if content is not None:
             path.write_bytes(content)
-        with pytest.raises(SurgeryError, match=str(path)):
+        with pytest.raises(NetIOError, match=str(path)):
             load_net(proto, str(path))
     assert read_weights(weights).layer   # the intact file parses
 
@@ -359,19 +361,18 @@ def test_legacy_v1_caffemodel_loads_like_vgg16s(classifier, tmp_path):
         for a, b in zip(net.params[name], ref.params[name]):
             np.testing.assert_array_equal(a.data, b.data)
     fcn = write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True))
-    with pytest.raises(SurgeryError, match=r"'fc6' blob 0 has shape \(1, 1, 16, 32\)"):
+    with pytest.raises(NetIOError, match=r"'fc6' blob 0 has shape \(1, 1, 16, 32\)"):
         load_net(fcn, str(path))
 
 
 def test_weights_file_transplants_a_v1_classifier_into_an_fcn(classifier, tmp_path):
     """The solver's path (no source prototxt): a V1 caffemodel such as VGG16's
-    published one, read by WeightsFile, convolutionises fc6/fc7/fc8 exactly."""
-    from surgery.io import WeightsFile
+    published one, read by Caffemodel, convolutionises fc6/fc7/fc8 exactly."""
     proto, weights = classifier
     path = write_v1_caffemodel(weights, tmp_path / "legacy.caffemodel")
     ref = load_net(proto, weights)
     fcn = load_net(write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True)))
-    rows = transplant(WeightsFile(str(path)), fcn, verbose=False)
+    rows = transplant(Caffemodel(str(path)), fcn, verbose=False)
     assert {r.target: r.status for r in rows if r.target in ("fc6", "fc7", "conv1_1")} == \
         {"fc6": "coerced", "fc7": "coerced", "conv1_1": "copied"}
     for name in ref.params:
@@ -382,21 +383,21 @@ def test_weights_file_transplants_a_v1_classifier_into_an_fcn(classifier, tmp_pa
 def test_weights_that_do_not_fit_raise_instead_of_aborting(classifier, tmp_path):
     proto = write(tmp_path / "fcn.prototxt", vgg_net(conv_head=True, fc6_out=12))
     expected = r"layer 'fc6' blob 0 has shape \(16, 32\).*\(12, 8, 2, 2\)"
-    with pytest.raises(SurgeryError, match=expected):
+    with pytest.raises(NetIOError, match=expected):
         load_net(proto, classifier[1])
 
 
 def test_missing_or_broken_prototxt_raises(classifier, tmp_path):
-    with pytest.raises(SurgeryError, match="prototxt not found: .*nope.prototxt"):
+    with pytest.raises(NetIOError, match="prototxt not found: .*nope.prototxt"):
         load_net(str(tmp_path / "nope.prototxt"), classifier[1])
     bad = tmp_path / "bad.prototxt"
     bad.write_text("layer { name: 'x' type: \n")
-    with pytest.raises(SurgeryError, match="cannot parse prototxt .*bad.prototxt"):
+    with pytest.raises(NetIOError, match="cannot parse prototxt .*bad.prototxt"):
         load_net(str(bad))
     dangling = tmp_path / "dangling.prototxt"
     dangling.write_text('layer { name: "c" type: "Convolution" bottom: "nothing" top: "c" '
                         'convolution_param { num_output: 1 kernel_size: 1 } }')
-    with pytest.raises(SurgeryError, match="'c' reads \\['nothing'\\]"):
+    with pytest.raises(NetIOError, match="'c' reads \\['nothing'\\]"):
         load_net(str(dangling))
 
 
@@ -609,7 +610,7 @@ def test_fetch_file_url_verifies_checksum(classifier, tmp_path, capsys):
 def test_fetch_without_checksum_requires_a_caffemodel(classifier, tmp_path, capsys):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"<html>not found</html>")
-    with pytest.raises(SurgeryError, match="truncated or corrupt|no learned"):
+    with pytest.raises(NetIOError, match="truncated or corrupt|no learned"):
         fetch(junk.as_uri(), str(tmp_path / "out" / "x.caffemodel"))
     assert os.listdir(tmp_path / "out") == []
     dest = fetch(Path(classifier[1]).as_uri(), str(tmp_path / "out" / "x.caffemodel"))
@@ -656,7 +657,6 @@ def test_recipe_initialises_color_depth_first_conv(tmp_path):
     """nyud-fcn32s-color-d from a VGG16-named classifier: conv1_1_bgrd gets the
     color filters plus their mean for depth; upsampling becomes bilinear."""
     from net_specs import build, classifier
-    from surgery.io import WeightsFile
     from surgery.recipe import initialise
     cls_path, fcn_path = tmp_path / "cls.prototxt", tmp_path / "fcn.prototxt"
     cls_path.write_text(str(classifier("vgg16-ilsvrc", width=1 / 16, batch=1)))
@@ -669,7 +669,7 @@ def test_recipe_initialises_color_depth_first_conv(tmp_path):
     weights = str(tmp_path / "cls.caffemodel")
     src.save(weights)
     dst = caffe.Net(str(fcn_path), caffe.TEST)
-    initialise(WeightsFile(weights), dst, verbose=False)
+    initialise(Caffemodel(weights), dst, verbose=False)
     w_src, w_dst = src.params["conv1_1"][0].data, dst.params["conv1_1_bgrd"][0].data
     assert np.array_equal(w_dst[:, :3], w_src)
     assert np.allclose(w_dst[:, 3], w_src.mean(axis=1))

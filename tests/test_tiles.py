@@ -11,6 +11,7 @@ from PIL import Image
 import caffe
 
 from net_specs import build, get_model
+from netio import geometry
 from solvers.inference import stitching as tiles
 from common.image import caffe_image
 from solvers.inference.predictor import Predictor, forward
@@ -50,17 +51,17 @@ def photo(height, width, seed=0):
 def test_geometry_of_the_published_nets():
     for name, align in (("voc-fcn32s", 32), ("voc-fcn16s", 32), ("voc-fcn8s", 32),
                         ("voc-fcn-alexnet", 32), ("voc-fcn-googlenet", 32)):
-        got_align, margin = tiles.geometry(build(get_model(name), "deploy", width=WIDTH, size=(64, 64)))
+        got_align, margin = tiles.tile_geometry(build(get_model(name), "deploy", width=WIDTH, size=(64, 64)))
         assert got_align == align, name
         assert margin % align == 0 and margin >= 128, (name, margin)
     # VGG16: 404 px under fc7, +32 for the 64/32 deconvolution, half of it plus a stride
-    assert tiles.geometry(build(get_model("voc-fcn32s"), "deploy", width=WIDTH, size=(64, 64))) == (32, 256)
+    assert tiles.tile_geometry(build(get_model("voc-fcn32s"), "deploy", width=WIDTH, size=(64, 64))) == (32, 256)
 
 
 def test_blob_shapes_are_caffes_and_int_max_is_foreseen(tmp_path):
     _, net, proto = random_fcn(tmp_path)
     for h, w in ((1, 1), (37, 53), (375, 500), (500, 375)):
-        shapes, _ = tiles.blob_shapes(proto, h, w)
+        shapes, _ = geometry.blob_shapes(proto, h, w)
         net.blobs["data"].reshape(1, 3, h, w)
         net.reshape()
         assert set(shapes) <= set(net.blobs)
@@ -68,9 +69,9 @@ def test_blob_shapes_are_caffes_and_int_max_is_foreseen(tmp_path):
             assert (1,) + shape == net.blobs[name].data.shape, (name, h, w)
     full = build(get_model("voc-fcn8s"), "deploy", size=(64, 64))
     # conv1_2's im2col: 64 x 3 x 3 per pixel of the 100-padded input
-    assert tiles.largest_buffer(full, 375, 500) == 64 * 9 * (375 + 198) * (500 + 198)
-    assert tiles.largest_buffer(full, 1500, 2000) > tiles.INT_MAX      # Caffe aborts here
-    assert tiles.largest_buffer(full, 1400, 1400) < tiles.INT_MAX
+    assert geometry.largest_buffer(full, 375, 500) == 64 * 9 * (375 + 198) * (500 + 198)
+    assert geometry.largest_buffer(full, 1500, 2000) > geometry.INT_MAX      # Caffe aborts here
+    assert geometry.largest_buffer(full, 1400, 1400) < geometry.INT_MAX
 
 
 @pytest.mark.parametrize("length", [1, 31, 32, 479, 480, 481, 700, 1500, 2000, 3001])
@@ -95,7 +96,7 @@ def test_tiles_with_the_exact_margin_equal_one_pass(tmp_path):
     """Exact up to float rounding: scores within 1e-4 of one pass's, labels equal
     wherever the top two classes are not within that rounding."""
     _, net, proto = random_fcn(tmp_path)
-    align, margin = tiles.geometry(proto)
+    align, margin = tiles.tile_geometry(proto)
     chw = caffe_image(photo(700, 900), MEAN)
 
     def run(batch):
@@ -117,7 +118,7 @@ def test_tiles_with_a_small_margin_differ_only_near_the_cuts(tmp_path):
     """The documented border effect: a margin below the exact one changes
     pixels within the exact margin of a cut, and nothing farther away."""
     _, net, proto = random_fcn(tmp_path)
-    align, exact = tiles.geometry(proto)
+    align, exact = tiles.tile_geometry(proto)
     chw = caffe_image(photo(400, 1400, seed=1), MEAN)
 
     def run(batch):
@@ -165,7 +166,7 @@ def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
 
     def recorded_forward(net, batch, blobs, input_name):
         calls.append(batch.shape)
-        assert tiles.largest_buffer(full, *batch.shape[2:]) <= tiles.INT_MAX
+        assert geometry.largest_buffer(full, *batch.shape[2:]) <= geometry.INT_MAX
         return {b: np.zeros((1, 21) + batch.shape[2:], np.float32) for b in blobs}
     import solvers.inference.predictor as infer
     original, infer.forward = infer.forward, recorded_forward

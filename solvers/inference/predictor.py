@@ -9,7 +9,6 @@ which sends images too large for one pass through stitched tiles.
 import io
 import os
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,9 +18,9 @@ from common.errors import UserError
 from common.image import caffe_image, to_rgb
 from common.palette import label_image, palette_for, png_bytes
 from net_specs import build, get_model
-from surgery.io import read_weights
+from netio import geometry
+from netio.nets import Caffemodel, net_from_param
 
-from ..weights import load_weights
 from . import stitching, tta
 from .visualize import side_by_side
 
@@ -152,7 +151,6 @@ class Predictor:
     def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
                    max_pixels=None, downscale=False, scales=tta.PLAIN, flip=False):
         """Build `model`'s deploy net (net_specs) and load `weights` safely."""
-        import caffe
         model = get_model(model) if isinstance(model, str) else model
         dataset = dataset or model.get_dataset()
         inputs = dataset.input_variant(model.inputs)
@@ -160,14 +158,10 @@ class Predictor:
             raise InferError(f"{model.name} takes inputs {', '.join(inputs.names)}; inference from "
                              "image files supports single-image (`data`) models only")
         mean = dataset.image_mean(model.inputs)
-        read_weights(weights)                     # before building anything
+        caffemodel = Caffemodel(weights)          # before building anything
         # a small initial input: every forward reshapes to its images anyway
         proto = build(model, "deploy", dataset=dataset, width=width, size=BUILD_SIZE)
-        with tempfile.TemporaryDirectory(prefix="fcn-infer-") as tmp:
-            path = os.path.join(tmp, "deploy.prototxt")
-            atomic_write(path, str(proto))
-            net = caffe.Net(path, caffe.TEST)
-        load_weights(net, weights)
+        net = net_from_param(proto, weights=caffemodel)
         for name, layer in zip(net._layer_names, net.layers):
             if layer.type == "Deconvolution" and layer.blobs and not layer.blobs[0].data.any():
                 (warn or print_warning)(f"upsampling layer {name!r} has all-zero weights in {weights} "
@@ -206,7 +200,7 @@ class Predictor:
         max_pixels and within Caffe's INT_MAX per buffer."""
         if self.max_pixels and height * width > self.max_pixels:
             return False
-        return stitching.largest_buffer(self.net_param, height, width) <= stitching.INT_MAX
+        return geometry.largest_buffer(self.net_param, height, width) <= geometry.INT_MAX
 
     def predict_large(self, rgb):
         """`predict` for one H x W x 3 image over max_pixels: {suffix: (labels,
@@ -218,14 +212,14 @@ class Predictor:
             return forward(self.net, batch, blobs, self.input_name)
         height, width = rgb.shape[:2]
         budget = self.max_pixels or height * width
-        while (stitching.largest_buffer(self.net_param, *stitching.downscaled_size(height, width, budget))
-               > stitching.INT_MAX):
+        while (geometry.largest_buffer(self.net_param, *stitching.downscaled_size(height, width, budget))
+               > geometry.INT_MAX):
             budget //= 2                            # --max-pixels too large for Caffe
         if self.downscale:
             small = run(self.preprocess(stitching.downscale(rgb, budget))[None])
             scores = {blob: stitching.upscale_scores(s[0], height, width) for blob, s in small.items()}
         else:
-            align, exact_margin = stitching.geometry(self.net_param)
+            align, exact_margin = stitching.tile_geometry(self.net_param)
             side, margin = stitching.tile_plan(budget, align, exact_margin)
             scores = stitching.stitched(run, self.preprocess(rgb), side, margin, align)
         return {head[1]: (scores[head[0]].argmax(axis=0), scores[head[0]]) for head in self.heads}

@@ -9,7 +9,7 @@ one buffer passes INT_MAX elements (2000x1500 at full width). So an image
 over the pixel budget, or over INT_MAX, is cut into tiles that each fit,
 and the tiles' scores are stitched.
 
-Two properties of the net, both read from the prototxt (`geometry`), make
+Two properties of the net, both read from the prototxt (`tile_geometry`), make
 the stitching exact:
 
 - alignment: every tile starts at a multiple of the net's total stride (32
@@ -35,24 +35,12 @@ import math
 import numpy as np
 from PIL import Image
 
+from netio.geometry import dilation, kernel, layer_param, stride as layer_stride
+
 DEFAULT_MAX_PIXELS = 500 * 500     # the papers' largest inputs still go in one pass
 
 
-def _kernel(p):
-    """Kernel side of a convolution_param (repeated) or pooling_param (scalar)."""
-    size = list(p.kernel_size) if not isinstance(p.kernel_size, int) else \
-        ([p.kernel_size] if p.kernel_size else [])
-    if not size and p.HasField("kernel_h"):
-        size = [p.kernel_h]
-    return size[0] if size else None
-
-
-def _stride(p):
-    stride = p.stride if isinstance(p.stride, int) else (p.stride[0] if len(p.stride) else 1)
-    return p.stride_h if p.HasField("stride_h") else (stride or 1)
-
-
-def geometry(net_param):
+def tile_geometry(net_param):
     """(alignment, margin) in input pixels for a NetParameter (deploy net).
 
     Walks the layers keeping, per blob, the stride of its grid and the
@@ -69,17 +57,16 @@ def geometry(net_param):
         stride = max((s for s, _ in ins), default=1.0)
         field = max((f for _, f in ins), default=1.0)
         if layer.type in ("Convolution", "Pooling"):
-            p = layer.convolution_param if layer.type == "Convolution" else layer.pooling_param
+            p = layer_param(layer)
             if layer.type == "Pooling" and p.global_pooling:
                 raise ValueError(f"layer {layer.name!r}: global pooling sees the whole image; "
                                  "such a net cannot be tiled")
-            k, s = _kernel(p) or 1, _stride(p)
-            dilation = (list(p.dilation) or [1])[0] if layer.type == "Convolution" else 1
-            field += (dilation * (k - 1)) * stride
+            k, s = kernel(p) or 1, layer_stride(p)
+            field += (dilation(p) * (k - 1)) * stride
             stride *= s
         elif layer.type == "Deconvolution":
             p = layer.convolution_param
-            k, s = _kernel(p) or 1, _stride(p)
+            k, s = kernel(p) or 1, layer_stride(p)
             stride /= s
             field += (math.ceil(k / s) - 1) * stride * s
         for top in layer.top:
@@ -153,58 +140,3 @@ def upscale_scores(scores, height, width):
     """C x h x w float32 scores resized bilinearly back to C x height x width."""
     return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, np.float32), "F")
                                 .resize((width, height), Image.BILINEAR)) for c in scores])
-
-
-INT_MAX = 2 ** 31 - 1      # Caffe's CHECK on every blob's element count
-
-
-def _out(size, k, s, p, dilation=1, ceil=False):
-    span = size + 2 * p - (dilation * (k - 1) + 1)
-    return (-(-span // s) if ceil else span // s) + 1
-
-
-def largest_buffer(net_param, height, width):
-    """The most elements any blob or im2col buffer of the net holds for an
-    H x W input (Caffe aborts past INT_MAX)."""
-    shapes, col = blob_shapes(net_param, height, width)
-    return max([col] + [int(np.prod(shape)) for shape in shapes.values()])
-
-
-def blob_shapes(net_param, height, width):
-    """({top: (C, H, W)}, largest im2col buffer) for an H x W input, walked
-    through the layers as Caffe computes them (without building the net,
-    which would abort past INT_MAX)."""
-    shapes, largest = {}, 0
-    for layer in net_param.layer:
-        bottoms = [shapes[b] for b in layer.bottom if b in shapes]
-        c, h, w = bottoms[0] if bottoms else (0, height, width)
-        col = 0
-        if layer.type == "Input":
-            outs = [(int(s.dim[1]), height, width) for s in layer.input_param.shape]
-        elif layer.type in ("Convolution", "Pooling"):
-            p = layer.convolution_param if layer.type == "Convolution" else layer.pooling_param
-            k, s = _kernel(p) or 1, _stride(p)
-            pad = (list(p.pad) or [0])[0] if layer.type == "Convolution" else p.pad
-            dil = (list(p.dilation) or [1])[0] if layer.type == "Convolution" else 1
-            ceil = layer.type == "Pooling"
-            h, w = _out(h, k, s, pad, dil, ceil), _out(w, k, s, pad, dil, ceil)
-            if layer.type == "Convolution":
-                if (k, s, pad) != (1, 1, 0):
-                    col = c * k * k * h * w
-                c = p.num_output
-            outs = [(c, h, w)] * len(layer.top)
-        elif layer.type == "Deconvolution":
-            p = layer.convolution_param
-            k, s, pad = _kernel(p) or 1, _stride(p), (list(p.pad) or [0])[0]
-            col = p.num_output * k * k * h * w
-            c, h, w = p.num_output, s * (h - 1) + k - 2 * pad, s * (w - 1) + k - 2 * pad
-            outs = [(c, h, w)]
-        elif layer.type == "Crop" and len(bottoms) == 2:
-            outs = [(c,) + bottoms[1][1:]]
-        elif layer.type == "Concat" and bottoms:
-            outs = [(sum(b[0] for b in bottoms), h, w)]
-        else:
-            outs = [(c, h, w)] * len(layer.top)
-        shapes.update(zip(layer.top, outs))
-        largest = max(largest, col)
-    return shapes, largest

@@ -10,7 +10,7 @@ each copy's scores are mirrored back, resized bilinearly to exactly H x W,
 turned into probabilities (softmax over classes) and averaged. Scale 1 is
 used as is, without a resize. The caller's `run` decides how a copy goes
 through the net: in one pass or, when the scaled copy exceeds one pass, in
-the stitched tiles of solvers.tiles.
+the stitched tiles of stitching.py.
 
 Without augmentation (scales (1,), no flip) `augmented_scores` returns the
 net's raw scores untouched, so results are bit for bit those of a run
@@ -116,10 +116,12 @@ def augmented_scores(run, inputs, scales=PLAIN, flip=False):
 def deploy_runner(net, net_param, input_names, score_blobs, max_pixels):
     """`run` for augmented_scores on a deploy net with one or more inputs:
     a copy within max_pixels (and Caffe's INT_MAX per buffer) goes through in
-    one pass, a larger one in solvers.tiles' stitched tiles (the inputs
+    one pass, a larger one in stitching.py's tiles (the inputs
     stacked along channels, so every input is cut the same way). Without
     `net_param` (the deploy NetParameter) every copy goes in one pass."""
-    from . import stitching as tiles
+    from netio.geometry import INT_MAX, largest_buffer
+
+    from . import stitching
     channels = [int(net.blobs[name].data.shape[1]) for name in input_names]
     cuts = np.cumsum(channels)[:-1]
 
@@ -136,9 +138,9 @@ def deploy_runner(net, net_param, input_names, score_blobs, max_pixels):
         stacked = np.concatenate([np.asarray(inputs[name], np.float32) for name in input_names])
         height, width = stacked.shape[1:]
         if net_param is None or ((not max_pixels or height * width <= max_pixels) and
-                                 tiles.largest_buffer(net_param, height, width) <= tiles.INT_MAX):
+                                 largest_buffer(net_param, height, width) <= INT_MAX):
             return {blob: s[0] for blob, s in forward_stacked(stacked[None]).items()}
-        align, exact_margin = tiles.geometry(net_param)
-        side, margin = tiles.tile_plan(max_pixels or height * width, align, exact_margin)
-        return tiles.stitched(forward_stacked, stacked, side, margin, align)
+        align, exact_margin = stitching.tile_geometry(net_param)
+        side, margin = stitching.tile_plan(max_pixels or height * width, align, exact_margin)
+        return stitching.stitched(forward_stacked, stacked, side, margin, align)
     return run

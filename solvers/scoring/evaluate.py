@@ -1,21 +1,16 @@
 """Scoring nets: forward a val net over a split, confusion matrices per
 head, the papers' metrics (solvers.scoring.metrics) and the mean losses."""
 import os
-import tempfile
 from dataclasses import replace
 
 import numpy as np
 
-import caffe
-
-from common.atomic import atomic_write
 from common.errors import UserError
 from net_specs import build
-from surgery.io import read_weights
+from netio.nets import Caffemodel, load_weights, net_from_param
 
 from ..inference import tta
 from ..inference.stitching import DEFAULT_MAX_PIXELS
-from ..weights import load_weights
 from .metrics import fast_hist, metrics
 from .per_image import ImageTally
 
@@ -165,25 +160,24 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
         dataset = replace(dataset, val=replace(dataset.val, split=split))
     split = dataset.val.split
     root = root or dataset.val.root
-    read_weights(weights)                     # fail fast, before any data is read
+    caffemodel = Caffemodel(weights)          # fail fast, before any data is read
     if not os.path.isdir(root):
         hint = f" (`make {dataset.fetch_target}` downloads it)" if dataset.fetch_target else ""
         raise ScoreError(f"dataset directory not found: {root}{hint}")
     proto = build(model, "val", dataset=dataset, root=root, width=width)
     try:
-        net = open_net(proto)
+        net = net_from_param(proto)
     except Exception as exc:
         raise ScoreError(f"cannot open split {split!r} of {dataset.name} at {root}: "
                          f"{type(exc).__name__}: {exc}") from None
-    load_weights(net, weights)
+    load_weights(net, caffemodel)
     if n_iter is None:
         n_iter = split_size(net, dataset, root, split)
     heads = dataset_heads(dataset, present_only)
     predict = None
     if not tta.is_plain(scales, flip):
         deploy = build(model, "deploy", dataset=dataset, width=width, size=(64, 64))
-        deploy_net = open_net(deploy)
-        load_weights(deploy_net, weights, warn=False)
+        deploy_net = net_from_param(deploy, weights=caffemodel, warn=False)
         run = tta.deploy_runner(deploy_net, deploy, dataset.input_variant(model.inputs).names,
                                 [h[0] for h in heads], max_pixels)
 
@@ -197,11 +191,3 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
     if images:
         results["galleries"] = {h.label: images.galleries["score" + h.suffix] for h in dataset.heads}
     return results
-
-
-def open_net(net_param):
-    """A caffe.Net (TEST phase) of a NetParameter."""
-    with tempfile.TemporaryDirectory(prefix="fcn-score-") as tmp:
-        path = os.path.join(tmp, "net.prototxt")
-        atomic_write(path, str(net_param))
-        return caffe.Net(path, caffe.TEST)

@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from common.atomic import atomic_write
 from common.cli import USER_ERRORS, one_line
 from net_specs import PHASES, build, get_model
-from surgery.io import save_weights
+from netio.nets import save_weights
 from surgery.bilinear import interp, upsampling_layers
 
 from ..scoring.evaluate import dataset_heads, score_net

@@ -4,9 +4,10 @@ every mismatch is found here first and raised as RunError naming the file."""
 import os
 
 import numpy as np
-from caffe.proto import caffe_pb2
 
-from surgery.io import blob_proto_shape
+from netio import files
+from netio.errors import NetIOError
+from netio.files import blob_count, blob_proto_shape
 
 from .errors import RunError
 
@@ -14,26 +15,11 @@ HISTORY_ROUNDS = {"Adam": 2, "AdaDelta": 2}   # history blobs per parameter blob
 
 
 def read_solverstate(path):
-    """Parse a binary .solverstate, naming the file on any failure."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--resume: no solver state at {path}")
-    if path.endswith(".h5"):
-        raise RunError(f"--resume: {path}: HDF5 solver states are not supported; expected a "
-                       "binary .solverstate")
-    with open(path, "rb") as f:
-        data = f.read()
-    state = caffe_pb2.SolverState()
+    """netio.files.read_solverstate, its errors as RunError naming --resume."""
     try:
-        state.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError and its upb variants
-        raise RunError(f"--resume: {path} ({len(data)} bytes) is not a readable .solverstate: "
-                       f"truncated or corrupt ({exc})") from None
-    if not state.learned_net:
-        raise RunError(f"--resume: {path} ({len(data)} bytes) names no weights (learned_net): "
-                       "empty, truncated or not a .solverstate")
-    if state.iter < 0 or state.current_step < 0:
-        raise RunError(f"--resume: {path} has iteration {state.iter}; expected a count >= 0")
-    return state
+        return files.read_solverstate(path)
+    except NetIOError as exc:
+        raise RunError(f"--resume: {exc}") from None
 
 
 def solverstate_iter(path):
@@ -56,7 +42,7 @@ def check_solverstate(path, net, model_name="the model", solver_type="SGD"):
                        f"at this width has {len(expected)} learnable blobs ({hint})")
     for blob, (name, j, shape) in zip(state.history, expected):
         got = blob_proto_shape(blob)
-        count = len(blob.data) or len(blob.double_data)
+        count = blob_count(blob)
         if tuple(got) != tuple(shape) or count != int(np.prod(shape)):
             raise RunError(f"--resume: {path}: the history of layer {name!r} blob {j} has shape "
                            f"{tuple(got)} ({count} values); expected {tuple(shape)} ({hint})")

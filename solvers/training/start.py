@@ -4,10 +4,9 @@ import os
 import tempfile
 
 from common.atomic import atomic_write
-from surgery.io import WeightsFile
+from netio.nets import Caffemodel, load_weights
 from surgery.recipe import initialise
 
-from ..weights import load_weights
 from .errors import RunError
 from .solverstate import check_solverstate, state_weights
 
@@ -35,7 +34,7 @@ def init_from(model, net, weights):
     weights = check_weights(model, weights)
     suffixes = model.streams or ("",) * len(weights)
     for path, suffix in zip(weights, suffixes):
-        initialise(WeightsFile(path), net, suffix=suffix)
+        initialise(Caffemodel(path), net, suffix=suffix)
 
 
 def restore(solver, state, model_name, solver_type):
