@@ -125,8 +125,10 @@ DOCKER_IMAGE ?= fcn-caffe:cuda
 docker-build:
 	docker build -f docker/Dockerfile -t $(DOCKER_IMAGE) .
 
+# --ipc=host: NCCL and the data loader's processes use /dev/shm, and Docker's
+# default 64 MB of it is known to crash NCCL's initialisation.
 docker-run:
-	docker run --rm -it --gpus all -v $(CURDIR)/datasets:/fcn/datasets -v $(CURDIR)/weights:/fcn/weights -v $(CURDIR)/runs:/fcn/runs $(DOCKER_IMAGE) $(CMD)
+	docker run --rm -it --gpus all --ipc=host -v $(CURDIR)/datasets:/fcn/datasets -v $(CURDIR)/weights:/fcn/weights -v $(CURDIR)/runs:/fcn/runs $(DOCKER_IMAGE) $(CMD)
 
 clean-caffe:
 	rm -rf .cache/caffe

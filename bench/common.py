@@ -9,7 +9,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -17,10 +16,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 JSON_TAG = "BENCH_JSON "          # prefix of the one result line a child prints
+from common.caffe_log import quiet_caffe
 from common.report import (N_CORES, THREAD_VARS, host_info, markdown,  # noqa: F401 (re-exported)
                            peak_rss_mb, thread_env)
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+quiet_caffe()
 
 
 # ---- timing and memory ---------------------------------------------------------
@@ -66,20 +66,32 @@ def emit(result):
     print(JSON_TAG + json.dumps(result), flush=True)
 
 
-def run_child(module, args, env=None, timeout=900):
+# What another interpreter must not inherit from ours (a kit's own runtime).
+FOREIGN_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "LD_LIBRARY_PATH", "LD_PRELOAD")
+
+
+def run_child(module, args, env=None, timeout=900, python=None, flag="--child"):
     """Run `python -m bench.<module> --child ARGS` and return its JSON result.
 
     Failures (crash, timeout, no result line) come back as {"error": ...}
     so that one broken configuration never stops a whole benchmark.
+    `python`: another interpreter; it gets this environment without
+    FOREIGN_ENV and with only the repository on PYTHONPATH.
     """
-    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if python:
+        full_env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
+        full_env["PYTHONPATH"] = ROOT
+    else:
+        full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", f"bench.{module}", "--child", *map(str, args)]
+    cmd = [python or sys.executable, "-m", f"bench.{module}", flag, *map(str, args)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s: {' '.join(cmd[2:])}"}
+        return {"error": f"timed out after {timeout:.0f} s: {' '.join(cmd[2:])}", "timed_out": True}
+    except OSError as exc:
+        return {"error": f"cannot run {cmd[0]}: {exc}"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(JSON_TAG):
             return json.loads(line[len(JSON_TAG):])
@@ -92,13 +104,57 @@ def run_child(module, args, env=None, timeout=900):
 
 # ---- Caffe ---------------------------------------------------------------------
 def set_mode(gpu=None):
-    """CPU, or GPU `gpu` (aborts the process on a CPU-only build: run it in a child)."""
+    """CPU, or GPU `gpu` (aborts the process on a CPU-only build: run it in a
+    child). The device first: set_mode_gpu before set_device would make a
+    context on GPU 0 as well."""
     import caffe
     if gpu is None:
         caffe.set_mode_cpu()
     else:
-        caffe.set_mode_gpu()
         caffe.set_device(int(gpu))
+        caffe.set_mode_gpu()
+
+
+def synchronize(gpu):
+    """Wait for the GPU's queued work (cudaDeviceSynchronize through the CUDA
+    runtime Caffe loaded); nothing on the CPU."""
+    if gpu is None:
+        return
+    from common.cli import cuda_runtime
+    status = cuda_runtime().cudaDeviceSynchronize()
+    if status != 0:
+        raise RuntimeError(f"cudaDeviceSynchronize failed with CUDA error {status}")
+
+
+def gpu_memory_used_mb():
+    """MiB in use on this process's current GPU (cudaMemGetInfo: total - free,
+    every process on the device counted), None on a CPU-only build. Read it
+    while the net is alive, from inside the process that holds it."""
+    import ctypes
+    from common.cli import cuda_runtime
+    runtime = cuda_runtime()
+    if runtime is None:
+        return None
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    if runtime.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return (total.value - free.value) / 2 ** 20
+
+
+def pass_fn(net, gpu, backward=False):
+    """One forward (and backward) of `net` as a timed call: only the GPU's
+    work. pycaffe's net.forward() / backward() read the outputs / input
+    diffs back to host memory (a device-host copy per call); this calls
+    Caffe's ForwardFromTo / BackwardFromTo and waits for the GPU instead.
+    The inputs stay resident on the device after the first call."""
+    last = len(net.layers) - 1
+
+    def step():
+        net._forward(0, last)
+        if backward:
+            net._backward(last, 0)
+        synchronize(gpu)
+    return step
 
 
 def parse_size(text):
@@ -124,24 +180,17 @@ def deploy_proto(model, size, loss=False):
 
 
 def load_net(proto):
-    """caffe.Net (TEST phase) from a NetParameter."""
-    import caffe
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    try:
-        return caffe.Net(f.name, caffe.TEST)
-    finally:
-        os.unlink(f.name)
+    """caffe.Net (TEST phase) from a NetParameter: netio's one way."""
+    from netio.nets import net_from_param
+    return net_from_param(proto)
 
 
 def bilinear(channels, size):
-    """Per-channel bilinear upsampling kernel (FCN's fixed deconvolution init)."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+    """Per-channel bilinear upsampling weights (FCN's fixed deconvolution init):
+    surgery.bilinear's kernel on the diagonal."""
+    from surgery.bilinear import bilinear_kernel
     w = np.zeros((channels, channels, size, size), np.float32)
-    w[range(channels), range(channels)] = filt
+    w[range(channels), range(channels)] = bilinear_kernel(size)
     return w
 
 

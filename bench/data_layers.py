@@ -31,35 +31,27 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from common.caffe_log import quiet_caffe
+
+quiet_caffe()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")      # the step's compute: one core
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 
 from common.report import host_info, markdown  # noqa: E402
+from common.seed import SEED  # noqa: E402
+from bench.fixtures import H, W, smooth_image  # noqa: E402
 from data.layouts import write_nyud, write_sbdd, write_voc  # noqa: E402
 from net_specs.datasets import NYUD_COLOR_MEAN, VOC_MEAN  # noqa: E402
+from netio.nets import net_from_param  # noqa: E402
 
-H, W = 375, 500
 WARMUP = 5              # iterations not timed: the loader's first examples and slot growth
 
 
 # ---- fixture datasets ------------------------------------------------------------
-def smooth_image(k, channels=3):
-    """A photograph-like 500x375 image: smooth waves plus mild noise (pure noise
-    compresses badly and decodes unlike photographs)."""
-    yy, xx = np.mgrid[:H, :W].astype(np.float32)
-    rng = np.random.RandomState(k)
-    f = rng.uniform(0.005, 0.05, 6)
-    rgb = np.stack([127 + 100 * np.sin(f[c % 3] * xx + f[c % 3 + 3] * yy + k) for c in range(channels)], -1)
-    rgb += rng.normal(0, 6, rgb.shape)
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-
-
 def jpeg_dataset(write, image_dir, module, layer):
     """VOC or SBD: the layout's writer, then smooth JPEGs in place of its noise."""
     def make(root, ids):
@@ -86,17 +78,14 @@ DATASETS = {"voc": jpeg_dataset(write_voc, "JPEGImages", "layers.voc", "VOCSegDa
             "nyud": nyud_dataset}
 
 
-def data_net(tmp, dataset, stream):
+def data_net(dataset, stream):
     module, layer, params, tops = dataset
-    params = dict(params, randomize=True, seed=1337, **stream)
+    params = dict(params, randomize=True, seed=SEED, **stream)
     n = caffe.NetSpec()
     outs = L.Python(module=module, layer=layer, ntop=len(tops), param_str=json.dumps(params))
     for name, top in zip(tops, outs):
         n[name] = top
-    path = os.path.join(tmp, f"data-{len(os.listdir(tmp))}.prototxt")
-    with open(path, "w") as f:
-        f.write(str(n.to_proto()))
-    return caffe.Net(path, caffe.TRAIN)
+    return net_from_param(n.to_proto(), caffe.TRAIN)
 
 
 def streams(loaders):
@@ -116,17 +105,14 @@ def gil_step(ms):
     return lambda: usleep(int(ms * 1000))
 
 
-def conv_net(tmp, side, layers=4):
+def conv_net(side, layers=4):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 16, side, side]))
     top = n.data
     for k in range(layers):
         top = L.Convolution(top, num_output=16, kernel_size=3, pad=1, weight_filler=dict(type="gaussian"))
         setattr(n, f"conv{k}", top)
-    path = os.path.join(tmp, f"conv{side}.prototxt")
-    with open(path, "w") as f:
-        f.write(str(n.to_proto()))
-    return caffe.Net(path, caffe.TEST)
+    return net_from_param(n.to_proto())
 
 
 def forward_ms(net, runs=5):
@@ -139,13 +125,13 @@ def forward_ms(net, runs=5):
     return 1e3 * statistics.median(times)
 
 
-def caffe_step(tmp, ms):
+def caffe_step(ms):
     """Forward of a conv net whose side is calibrated to take about `ms`."""
     side = 128
     for _ in range(3):
-        took = forward_ms(conv_net(tmp, side))
+        took = forward_ms(conv_net(side))
         side = max(8, int(round(side * (ms / took) ** 0.5)))
-    net = conv_net(tmp, side)
+    net = conv_net(side)
     return net.forward, forward_ms(net)
 
 
@@ -205,7 +191,7 @@ def main(argv=None):
                 if kind == "gil":
                     step_fns[kind, ms] = gil_step(ms), ms
                 else:
-                    step_fns[kind, ms] = caffe_step(tmp, ms)
+                    step_fns[kind, ms] = caffe_step(ms)
         print("steps: " + ", ".join(f"{k} {ms:.0f} ms (measured {took:.1f})"
                                     for (k, ms), (_, took) in step_fns.items()))
         rows = []
@@ -213,7 +199,7 @@ def main(argv=None):
             ids = [f"im{k:03d}" for k in range(args.images)]
             dataset = DATASETS[name](os.path.join(tmp, name), ids)
             for label, stream in streams(args.loaders.split(",")).items():
-                net = data_net(tmp, dataset, stream)
+                net = data_net(dataset, stream)
                 row = dict(dataset=name, stream=label, alone=throughput(net, args.iters),
                            mb=example_mb(net, dataset[3]))
                 for kind in computes:

@@ -6,8 +6,11 @@
     python -m bench.fcn_speed --gpu 0                # the same table on GPU 0
 
 Times are the median of --runs calls after one warm-up (ms per image, batch
-1); GFLOP/s counts the net's own convolutions (bench.flops); memory is the
-child's VmHWM, so every configuration's peak is its own. fwdbwd is training's
+1; on a GPU each call is Caffe's ForwardFromTo/BackwardFromTo and a device
+synchronize, no copy back to the host); GFLOP/s counts the net's own convolutions (bench.flops); memory is the
+child's VmHWM, so every configuration's peak is its own; on a GPU also the
+device memory in use while the net is alive (cudaMemGetInfo in the child:
+all of the device's, and the net's own above what the child held before). fwdbwd is training's
 step without the update: forward to SoftmaxWithLoss, then backward with
 the weight gradients of learnable layers and no gradient for the data.
 """
@@ -25,33 +28,38 @@ SHORT = {"voc-fcn32s": "FCN-32s", "voc-fcn16s": "FCN-16s", "voc-fcn8s": "FCN-8s"
          "voc-fcn-alexnet": "FCN-AlexNet", "voc-fcn-googlenet": "FCN-GoogLeNet"}
 
 
-def measure(model, size, mode, runs, gpu=None, seed=0):
-    """Time one configuration in this process (call it in a child)."""
+def measure(model, size, mode, runs, gpu=None, seed=0, after=None):
+    """Time one configuration in this process (call it in a child);
+    `after(proto, net)` runs last, the net still alive."""
     import caffe  # noqa: F401  (imported before set_mode for a clear import error)
     common.set_mode(gpu)
+    before_mb = common.gpu_memory_used_mb() if gpu is not None else None
     proto = common.deploy_proto(model, common.parse_size(size), loss=mode == "fwdbwd")
     net = common.load_net(proto)
     common.fill_random(net, seed)
     common.fill_inputs(net, seed)
     macs = flops.forward_macs(net)
-    if mode == "fwd":
-        step = net.forward
-    else:
+    if mode == "fwdbwd":
         macs += flops.backward_macs(net, proto)
-        first = next(iter(net.params))
-
-        def step():
-            net.forward()
-            net.backward()
-            net.params[first][0].diff  # reading a diff waits for the GPU
-
-    t = common.timeit(step, runs)
-    blas = common.caffe_blas()
-    return dict(model=model, size=size, mode=mode, device="cpu" if gpu is None else f"gpu{gpu}",
-                caffe=os.path.dirname(caffe.__file__), libcaffe=common.loaded_libcaffe(),
-                gmac=macs / 1e9, gflops=flops.gflop(macs) / (t["ms"] / 1e3),
-                peak_rss_mb=common.peak_rss_mb(), blas=common.blas_variant(blas["realpath"]),
-                **t)
+    t = common.timeit(common.pass_fn(net, gpu, backward=mode == "fwdbwd"), runs)
+    try:
+        blas = common.blas_variant(common.caffe_blas()["realpath"])
+    except (OSError, RuntimeError):      # no ldd, or a BLAS under another name (a kit)
+        blas = None
+    row = dict(model=model, size=size, mode=mode, device="cpu" if gpu is None else f"gpu{gpu}",
+               caffe=os.path.dirname(caffe.__file__), libcaffe=common.loaded_libcaffe(),
+               gmac=macs / 1e9, gflops=flops.gflop(macs) / (t["ms"] / 1e3),
+               peak_rss_mb=common.peak_rss_mb(), blas=blas,
+               **t)
+    if gpu is not None:
+        # while the net is alive: its blobs, parameters, gradients and cuDNN
+        # workspaces (Caffe frees none of them between passes)
+        during_mb = common.gpu_memory_used_mb()
+        row.update(gpu_used_mb=during_mb, gpu_net_mb=(during_mb - before_mb
+                                                      if None not in (during_mb, before_mb) else None))
+    if after:
+        after(proto, net)
+    return row
 
 
 def plan(models, sizes, modes, fwdbwd_sizes, runs, runs_large):

@@ -8,18 +8,19 @@ a missing or unusable file, a model that does not fit) reported as one line
 when --keep-going skipped images; solve: 3 when training diverged).
 """
 import argparse
+import functools
 import math
-import os
 import sys
 from fractions import Fraction
 
-from .errors import UserError
+from . import caffe_log
+from .errors import InputError, UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # What a CLI reports as a user error (one line, EXIT_USAGE) rather than a traceback.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 # ------------------------------------------------------------------ types
@@ -67,15 +68,39 @@ def int_at_least(flag, low):
     return parse
 
 
-def parse_mean(text):
-    """'B,G,R' -> three finite floats; anything else is a ValueError naming --mean."""
+def parse_mean(value):
+    """--mean, the one check: 'B,G,R' text or three numbers -> three finite
+    floats; anything else is an InputError naming --mean."""
+    parts = value.split(",") if isinstance(value, str) else value
     try:
-        mean = tuple(float(x) for x in str(text).split(","))
-    except ValueError:
+        mean = tuple(float(x) for x in parts)
+    except (TypeError, ValueError):
         mean = ()
     if len(mean) != 3 or not all(math.isfinite(m) for m in mean):
-        raise ValueError(f"--mean must be three finite comma-separated numbers B,G,R, got {text!r}")
+        raise InputError(f"--mean must be three finite comma-separated numbers B,G,R, got {value!r}")
     return mean
+
+
+def check_classes(value):
+    """--classes, the one check: a class count, an integer >= 1 (text from
+    the command line, or an int); anything else is an InputError naming it."""
+    try:
+        classes = int(value) if isinstance(value, str) else value
+    except ValueError:
+        classes = None
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise InputError(f"--classes must be a positive integer, got {value!r}")
+    return classes
+
+
+def argparse_type(check):
+    """An argparse type from a check that raises InputError."""
+    def parse(text):
+        try:
+            return check(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 # ------------------------------------------------------------------ flag groups
@@ -95,7 +120,7 @@ def add_model_args(parser, dataset=False, root=True, class_names=True):
     --class-names, --root, --width (net_specs.resolve.resolve_args reads them)."""
     if dataset:
         parser.add_argument("--dataset", help="run a template (fcn8s, ...) on this dataset")
-    parser.add_argument("--classes", type=int_at_least("--classes", 1),
+    parser.add_argument("--classes", type=argparse_type(check_classes),
                         help="class count (custom datasets / templates)")
     parser.add_argument("--mean", help="BGR mean B,G,R (custom datasets)")
     if class_names:
@@ -119,17 +144,29 @@ def gpu_build():
         return True             # cannot tell: let Caffe decide
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_runtime():
+    """The CUDA runtime library Caffe loaded (ctypes.CDLL), None on a CPU-only
+    build: calls through it share Caffe's device, context and streams.
+    Looked up once per process (timed loops synchronize through it)."""
+    import ctypes
+    if not gpu_build():
+        return None
+    with open("/proc/self/maps") as f:
+        path = next(line.split()[-1] for line in f if "libcudart" in line)
+    return ctypes.CDLL(path)
+
+
 def gpu_count():
     """CUDA devices this process can use: 0 on a CPU-only build, and on the
     CUDA build without a GPU or driver (asked of the CUDA runtime Caffe
     loaded; Caffe itself would abort)."""
     import ctypes
-    if not gpu_build():
+    runtime = cuda_runtime()
+    if runtime is None:
         return 0
-    with open("/proc/self/maps") as f:
-        runtime = next(line.split()[-1] for line in f if "libcudart" in line)
     count = ctypes.c_int(0)
-    if ctypes.CDLL(runtime).cudaGetDeviceCount(ctypes.byref(count)) != 0:
+    if runtime.cudaGetDeviceCount(ctypes.byref(count)) != 0:
         return 0
     return count.value
 
@@ -160,7 +197,7 @@ def run_cli(prog, body, args, errors=USER_ERRORS, quiet_caffe=False):
     line `prog: error: ...` and EXIT_USAGE, Ctrl-C becomes EXIT_INTERRUPTED.
     `quiet_caffe` hides Caffe's INFO log (set before Caffe first logs)."""
     if quiet_caffe:
-        os.environ.setdefault("GLOG_minloglevel", "2")
+        caffe_log.quiet_caffe()
     try:
         return body(args) or 0
     except errors as exc:

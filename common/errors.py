@@ -8,3 +8,10 @@ Every package raises a subclass of it (SurgeryError, ScoreError, InferError,
 
 class UserError(Exception):
     """Input that cannot be used as given; the message says which and why."""
+
+
+class InputError(UserError, ValueError):
+    """A value given by the user that does not fit: a flag, a model, dataset
+    or trunk name, a record field, a data file's contents. A ValueError too,
+    so code that catches ValueError around a parse keeps working; a plain
+    ValueError is a bug and keeps its traceback (common.cli.USER_ERRORS)."""

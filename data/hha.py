@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from common.atomic import atomic_write
 from common.cli import run_cli
-from common.errors import UserError
+from common.errors import InputError, UserError
 from common.palette import png_bytes
 from layers.io import DataError, read_gray, read_mat, read_split
 
@@ -155,7 +155,7 @@ def rotation_onto(a, b):
     if s < 1e-12:
         if c > 0:
             return np.eye(3)
-        raise ValueError("gravity estimate points straight up the image: cannot orient the scene")
+        raise InputError("gravity estimate points straight up the image: cannot orient the scene")
     k = axis / s
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + s * kx + (1 - c) * kx @ kx
@@ -177,16 +177,16 @@ def hha_channels(depth_m, intrinsics=NYUD_INTRINSICS):
     (the unit down vector in camera coordinates), 'filled' (missing mask)}."""
     depth_m = np.asarray(depth_m, np.float64)
     if depth_m.ndim != 2:
-        raise ValueError(f"depth must be a 2-D map, got shape {depth_m.shape}")
+        raise InputError(f"depth must be a 2-D map, got shape {depth_m.shape}")
     valid = np.isfinite(depth_m) & (depth_m > 0)
     if valid.sum() < 3:
-        raise ValueError("depth map has fewer than 3 valid (positive) pixels")
+        raise InputError("depth map has fewer than 3 valid (positive) pixels")
     depth_cm = fill_nearest(np.where(valid, depth_m, 0.0), valid) * 100.0
     down = gravity_direction(surface_normals(depth_cm, valid, intrinsics, GRAVITY_RADIUS))
     normals = surface_normals(depth_cm, valid, intrinsics, ANGLE_RADIUS)
     fitted = np.isfinite(normals).all(axis=-1)
     if not fitted.any():
-        raise ValueError("no window of the depth map holds enough valid points to fit a plane")
+        raise InputError("no window of the depth map holds enough valid points to fit a plane")
     normals = fill_nearest(normals, fitted)
     angle = np.degrees(np.arccos(np.clip(normals @ down, -1.0, 1.0)))
     # in gravity-aligned coordinates (down = +y) height is -y

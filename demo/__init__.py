@@ -1,4 +1,4 @@
-import os
+"""The embedded end-to-end demo (`make demo`, `python -m demo`)."""
+from common.caffe_log import quiet_caffe
 
-# Caffe logs every layer of every net it builds; keep warnings and errors.
-os.environ.setdefault("GLOG_minloglevel", "2")
+quiet_caffe()

@@ -31,8 +31,9 @@ from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from common.atomic import atomic_write
 from common.cli import add_device_args, set_device
 from common.errors import UserError
+from common.seed import SEED
 from solvers.training.metrics_file import read_metrics
-from solvers.training.run import SEED, Run
+from solvers.training.run import Run
 from netio.nets import load_net, save_weights
 
 from .layers import class_batch
@@ -120,35 +121,9 @@ def classifier_accuracy(deploy, weights, seed, n=HELD_OUT, batch=16):
     return correct / n
 
 
-# The demo's configuration. The papers' SGD settings (base_lr 1e-10..1e-14,
-# momentum 0.99, fixed rate, 100k+ iterations) are tuned to full-width
-# VGG16's activations on 500x375 images. On the narrow stand-in one SGD rate
-# does not fit all layers: its input is mean-subtracted 0-255 pixels, so
-# conv1_1's gradient is ~INPUT_STD times larger and its weights (he_init)
-# ~INPUT_STD times smaller than the other layers', and it moved ~2000x
-# faster relative to its size. SGD (momentum 0.9, rates 1.6e-7 / 8e-8 /
-# 8e-8 per pixel) left FCN-32s undertrained, with mean IUs that hung on
-# seed and BLAS thread count (FCN-32s 0.17-0.40, FCN-8s 0.49-0.82 over the
-# grid at commit 75bcbfe). Adam (Caffe's `type: "Adam"`) scales each parameter's step by
-# its own gradient history, so neither that imbalance nor the size of the
-# unnormalised loss (a sum over ~16k pixels, kept as in the papers) sets
-# the rate. Adam's early steps are about base_lr per weight whatever the
-# gradient, so the rate is set against the weights' size. Per stage:
-# - classifier and FCN-32s, 3e-4: at 1e-3 the classifier (from scratch, no
-#   batch norm) stalled at ~50% held-out accuracy on seed 1337 with 235 of
-#   fc6's 512 units dead. FCN-32s gets 1600 iterations: at 800 its loss was
-#   still falling and its thin-class IUs were a knife edge (cross IU
-#   0.00-0.38, mean IU 0.535-0.630 over the robustness grid at commit
-#   7e31c8d); at 1600, 0.641-0.661 on the same grid.
-# - FCN-16s, 1e-4, lower as the papers' later stages are: it starts from a
-#   converged FCN-32s (its new score_pool4 at zero); at 3e-4 its seeds
-#   drifted apart (0.74-0.82 after 600 iterations), at 1e-3 it first lost
-#   what FCN-32s had (0.28-0.50 mean IU at iteration 150).
-# - FCN-8s, 1e-3 and 800 iterations: it recovers even from a poor FCN-16s
-#   (0.935-0.955 from FCN-16s at 0.54-0.75); at 400 it was still rising
-#   steeply (0.86-0.93), and at 3e-4 it ended lower.
-# Every rate decays to zero over its stage (poly), so the last iterate
-# (batch size 1) is settled rather than one noisy step.
+# The demo's configuration: Adam (Caffe's `type: "Adam"`), a rate and a length
+# per stage, each decaying to zero (poly). Why these, and what was tried before
+# them, with the numbers: docs/demo.md, "The schedule".
 SCHEDULE = {
     "full": {"train": 200, "val": 60, "classifier": 400,
              "fcn32s": (1600, 3e-4), "fcn16s": (300, 1e-4), "fcn8s": (800, 1e-3)},

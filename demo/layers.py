@@ -7,6 +7,7 @@ import numpy as np
 import caffe
 
 from common.image import caffe_image
+from common.seed import SEED
 from demo.synthetic import CLASSES, render
 from net_specs.datasets import VOC_MEAN
 
@@ -32,7 +33,7 @@ class SyntheticClassLayer(caffe.Layer):
         self.batch, self.size = int(params["batch"]), int(params["size"])
         self.scale = float(params.get("scale", 2.0))
         self.centred = bool(params.get("centred", True))
-        self.rng = np.random.RandomState(int(params.get("seed", 1337)))
+        self.rng = np.random.RandomState(int(params.get("seed", SEED)))
         if len(top) != 2:
             raise ValueError("SyntheticClassLayer has two tops: data, label")
 

@@ -34,7 +34,7 @@ import time
 
 from common.report import host_info, markdown, thread_env
 from common.atomic import atomic_write
-from solvers.training.run import SEED
+from common.seed import SEED
 
 from .check import stage_mean_ius
 

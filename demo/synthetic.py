@@ -18,6 +18,7 @@ from PIL import Image
 
 from common.atomic import atomic_write
 from common.palette import png_bytes, voc_palette
+from common.seed import SEED
 from net_specs.datasets import VOC_MEAN
 
 CLASSES = ("background", "disc", "square", "ring", "cross")
@@ -111,7 +112,7 @@ def _jpeg_bytes(image):
     return buf.getvalue()
 
 
-def write_voc_layout(root, n_train=120, n_val=30, size=(96, 96), seed=1337):
+def write_voc_layout(root, n_train=120, n_val=30, size=(96, 96), seed=SEED):
     """Write VOC2011-style JPEGImages/, SegmentationClass/ (palette PNG) and
     ImageSets/Segmentation/{train,val}.txt under `root`; returns root."""
     rng = np.random.RandomState(seed)

@@ -11,12 +11,13 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from common.errors import InputError
 from common.image import caffe_image, to_rgb  # noqa: F401  (caffe_image: the layers' preprocessing)
 
 VOID = 255
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A dataset file that exists but cannot be used; `path` names it."""
 
     def __init__(self, path, problem):

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from common.errors import InputError
+
 REQUIRED = object()
 
 
@@ -23,39 +25,39 @@ class Param:
 
 def as_str(v):
     if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {v!r}")
+        raise InputError(f"expected a non-empty string, got {v!r}")
     return v
 
 
 def as_bool(v):
     if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
+        raise InputError(f"expected true or false, got {v!r}")
     return v
 
 
 def as_int(v):
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected an integer, got {v!r}")
+        raise InputError(f"expected an integer, got {v!r}")
     return v
 
 
 def as_seed(v):
     v = as_int(v)
     if not 0 <= v < 2 ** 32:
-        raise ValueError(f"expected an integer in [0, 2**32), got {v!r}")
+        raise InputError(f"expected an integer in [0, 2**32), got {v!r}")
     return v
 
 
 def as_float(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"expected a finite number, got {v!r}")
+        raise InputError(f"expected a finite number, got {v!r}")
     return float(v)
 
 
 def as_floats(n):
     def convert(v):
         if not isinstance(v, (list, tuple)) or len(v) != n:
-            raise ValueError(f"expected a list of {n} numbers, got {v!r}")
+            raise InputError(f"expected a list of {n} numbers, got {v!r}")
         return tuple(as_float(x) for x in v)
     return convert
 
@@ -68,7 +70,7 @@ def positive(convert):
     def check(v):
         v = convert(v)
         if v is not None and v < 1:
-            raise ValueError(f"expected a positive integer, got {v!r}")
+            raise InputError(f"expected a positive integer, got {v!r}")
         return v
     return check
 
@@ -77,7 +79,7 @@ def int_in(low, high):
     def convert(v):
         v = as_int(v)
         if not low <= v <= high:
-            raise ValueError(f"expected an integer in [{low}, {high}], got {v!r}")
+            raise InputError(f"expected an integer in [{low}, {high}], got {v!r}")
         return v
     return convert
 
@@ -85,7 +87,7 @@ def int_in(low, high):
 def one_of(*choices):
     def convert(v):
         if v not in choices:
-            raise ValueError(f"expected one of {list(choices)}, got {v!r}")
+            raise InputError(f"expected one of {list(choices)}, got {v!r}")
         return v
     return convert
 
@@ -94,10 +96,10 @@ def subset_list(choices):
     """A non-empty list of distinct names from `choices`, order kept."""
     def convert(v):
         if not isinstance(v, (list, tuple)) or not v:
-            raise ValueError(f"expected a non-empty list drawn from {list(choices)}, got {v!r}")
+            raise InputError(f"expected a non-empty list drawn from {list(choices)}, got {v!r}")
         bad = [x for x in v if x not in choices]
         if bad or len(set(v)) != len(v):
-            raise ValueError(f"expected distinct names drawn from {list(choices)}, got {list(v)!r}")
+            raise InputError(f"expected distinct names drawn from {list(choices)}, got {list(v)!r}")
         return tuple(v)
     return convert
 
@@ -110,19 +112,19 @@ def decode(param_str):
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ValueError(f"param_str is nested too deeply to be a layer's parameters: "
+        raise InputError(f"param_str is nested too deeply to be a layer's parameters: "
                          f"{_shorten(text)}") from None
     except ValueError:
         try:
             value = ast.literal_eval(text)
         except RecursionError:
-            raise ValueError(f"param_str is nested too deeply to be a layer's parameters: "
+            raise InputError(f"param_str is nested too deeply to be a layer's parameters: "
                              f"{_shorten(text)}") from None
         except (ValueError, SyntaxError, TypeError, MemoryError) as e:
-            raise ValueError(f"param_str is neither JSON nor a Python literal: "
+            raise InputError(f"param_str is neither JSON nor a Python literal: "
                              f"{_shorten(text)} ({e})") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"param_str must be a dict with string keys, got {_shorten(text)}")
+        raise InputError(f"param_str must be a dict with string keys, got {_shorten(text)}")
     return value
 
 
@@ -137,10 +139,10 @@ def parse(param_str, spec, owner="data layer"):
     valid = ", ".join(sorted(spec))
     unknown = sorted(set(given) - set(spec))
     if unknown:
-        raise ValueError(f"{owner}: unknown param_str key(s) {unknown}; valid keys: {valid}")
+        raise InputError(f"{owner}: unknown param_str key(s) {unknown}; valid keys: {valid}")
     missing = sorted(k for k, p in spec.items() if p.default is REQUIRED and k not in given)
     if missing:
-        raise ValueError(f"{owner}: missing required param_str key(s) {missing}; valid keys: {valid}")
+        raise InputError(f"{owner}: missing required param_str key(s) {missing}; valid keys: {valid}")
     out = {}
     for key, param in spec.items():
         if key not in given:
@@ -149,5 +151,5 @@ def parse(param_str, spec, owner="data layer"):
         try:
             out[key] = param.convert(given[key])
         except ValueError as e:
-            raise ValueError(f"{owner}: param_str key {key!r}: {e}") from None
+            raise InputError(f"{owner}: param_str key {key!r}: {e}") from None
     return out

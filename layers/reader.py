@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from common.seed import SEED
+
 from . import params as P
 from .io import VOID, DataError, caffe_image, caffe_label, check_labels, read_gray, read_rgb, read_split
 
@@ -19,7 +21,7 @@ COMMON = {
     "split": P.Param(P.as_str),
     "mean": P.Param(P.as_floats(3)),
     "randomize": P.Param(P.as_bool, True),
-    "seed": P.Param(P.as_seed, 1337),
+    "seed": P.Param(P.as_seed, SEED),
     "prefetch": P.Param(P.as_bool, True),
     "workers": P.Param(P.int_in(0, MAX_WORKERS), 1),
     "queue_depth": P.Param(P.int_in(1, MAX_QUEUE_DEPTH), 4),

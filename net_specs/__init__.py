@@ -3,12 +3,11 @@
     from net_specs import build, MODELS
     proto = build("voc-fcn8s", "train")   # caffe_pb2.NetParameter
 """
-import os
+from common.caffe_log import quiet_caffe
 
-# Caffe logs every layer of every net it builds; keep warnings and errors.
-os.environ.setdefault("GLOG_minloglevel", "2")
+quiet_caffe()
 
-from .build import build, PHASES  # noqa: F401
-from .classifiers import CLASSIFIERS, classifier  # noqa: F401
-from .datasets import DATASETS, get_dataset, custom_dataset  # noqa: F401
-from .models import MODELS, TEMPLATES, get_model  # noqa: F401
+from .build import build, PHASES  # noqa: F401, E402
+from .classifiers import CLASSIFIERS, classifier  # noqa: F401, E402
+from .datasets import DATASETS, get_dataset, custom_dataset  # noqa: F401, E402
+from .models import MODELS, TEMPLATES, get_model  # noqa: F401, E402

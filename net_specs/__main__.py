@@ -5,11 +5,13 @@ import sys
 
 from common.atomic import write_files
 from common.cli import add_model_args, run_cli
+from common.errors import InputError
 
 from .build import build, PHASES
 from .classifiers import CLASSIFIERS, classifier
 from .datasets import DATASETS
 from .models import MODELS, TEMPLATES
+from .registry import lookup
 from .resolve import resolve_args
 
 DESCRIPTION = "List the models; emit their train/val/deploy prototxts."
@@ -23,7 +25,7 @@ USAGE = """examples:
 
 def model_files(name, args):
     """{filename: prototxt text} for one model and the CLI's overrides."""
-    if name in CLASSIFIERS:
+    if lookup(name)[0] == "classifier":
         return {"deploy.prototxt": str(classifier(name, width=args.width))}
     model, dataset = resolve_args(args, name)
     return {f"{phase}.prototxt": str(build(model, phase, dataset=dataset, root=args.root,
@@ -44,7 +46,7 @@ def cmd_list(_args):
 
 def cmd_emit(args):
     if args.all == bool(args.model):
-        raise ValueError("give one MODEL or --all")
+        raise InputError("give one MODEL or --all")
     names = list(MODELS) + list(CLASSIFIERS) if args.all else [args.model]
     plans = {}
     for name in names:

@@ -9,13 +9,15 @@ from typing import Optional
 import caffe
 from caffe import layers as L, params as P
 
+from common.errors import InputError
+from common.seed import SEED
+
 from . import trunks
 from .datasets import Dataset
 from .heads import fcn_head, score_layer, skip_head
-from .models import INPUT_CHANNELS, UPSCORE32_KERNEL, Model, get_model, input_variant
+from .models import INPUT_CHANNELS, Model, get_model, input_variant
 
 PHASES = ("train", "val", "deploy")
-SEED = 1337
 DEPLOY_SIZE = (500, 500)
 
 
@@ -74,12 +76,12 @@ def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
     `queue_depth` the data layers' loading (None: the layers' defaults).
     """
     if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        raise InputError(f"phase must be one of {PHASES}, got {phase!r}")
     model = get_model(model) if isinstance(model, str) else model
     dataset = dataset or model.get_dataset()
     n = caffe.NetSpec()
+    trunk = trunks.get_trunk(model.trunk)
     images = add_inputs(n, model, dataset, phase, size, root, prefetch, seed, workers, queue_depth)
-    kernel32 = UPSCORE32_KERNEL[model.trunk]
 
     inputs = input_variant(model, dataset)
     if model.streams:
@@ -89,15 +91,14 @@ def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
         if inputs.concat:
             n.data = L.Concat(*images)
             bottom = n.data
-        if model.trunk not in trunks.TRUNKS:
-            raise ValueError(f"unknown trunk {model.trunk!r}; known: {', '.join(trunks.TRUNKS)}")
         extra = {"first_conv": inputs.first_conv} if inputs.first_conv != "conv1_1" else {}
-        feats = trunks.TRUNKS[model.trunk](n, bottom, width=width, **extra)
-        if model.stride != 32 and "pool4" not in feats:
-            raise ValueError(f"{model.name}: the {model.trunk} trunk has no skip layers; "
+        feats = trunk.build(n, bottom, width=width, **extra)
+        if model.stride != 32 and not trunk.skips:
+            raise InputError(f"{model.name}: the {model.trunk} trunk has no skip layers; "
                              "only stride 32 is defined")
         for head in dataset.heads:
-            fcn_head(n, feats, bottom, model.stride, head.n_classes, head.suffix, model.atonce, kernel32)
+            fcn_head(n, feats, bottom, model.stride, head.n_classes, head.suffix, model.atonce,
+                     trunk.upscore32_kernel)
 
     if phase != "deploy":
         add_losses(n, dataset, model.normalize)
@@ -109,7 +110,7 @@ def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
 def build_late_fusion(n, model: Model, dataset: Dataset, images, width):
     """Two VGG16 streams (layer names suffixed by modality), scores averaged."""
     if model.stride != 32 or len(dataset.heads) != 1 or len(model.streams) != len(images):
-        raise ValueError("late fusion is defined for FCN-32s with one head and one stream per input")
+        raise InputError("late fusion is defined for FCN-32s with one head and one stream per input")
     n_out = dataset.n_classes
     scores = []
     for image, modality in zip(images, model.streams):

@@ -6,6 +6,8 @@ to be fetched; `width` gives the narrow stand-in the demo trains itself.
 import caffe
 from caffe import layers as L
 
+from common.errors import InputError
+
 from . import trunks
 
 CLASSIFIERS = {
@@ -33,7 +35,7 @@ def classifier(name: str, width: float = 1.0, n_classes: int = 1000, batch: int 
     instead: a Python layer gives (data, label) and the loss is softmax.
     """
     if name not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+        raise InputError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
     n = caffe.NetSpec()
     vgg = name == "vgg16-ilsvrc"
     size = size or ((224, 224) if vgg else (227, 227))

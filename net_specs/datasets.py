@@ -4,9 +4,11 @@ and which Python data layer reads each dataset's on-disk format.
 Everything downstream (prototxts, solvers, scoring, inference legends) reads
 these records, so a new dataset is a new entry here, not new code.
 """
-import math
 from dataclasses import dataclass, replace
 from typing import Optional
+
+from common.cli import check_classes, parse_mean
+from common.errors import InputError
 
 VOC_MEAN = (104.00699, 116.66877, 122.67892)
 NYUD_COLOR_MEAN = (116.190, 97.203, 92.318)
@@ -116,7 +118,7 @@ class Dataset:
         """The Inputs record called `name`, or a ValueError listing the offered ones."""
         variants = dict(self.inputs)
         if name not in variants:
-            raise ValueError(f"dataset {self.name!r} has no input variant {name!r}; "
+            raise InputError(f"dataset {self.name!r} has no input variant {name!r}; "
                              f"it offers {', '.join(variants)}")
         return variants[name]
 
@@ -126,7 +128,7 @@ class Dataset:
         return self.mean if key == "mean" else tuple(dict(self.extra_means)[key])
 
     def with_classes(self, n_classes, class_names=()):
-        head = replace(self.heads[0], n_classes=n_classes, class_names=tuple(class_names))
+        head = replace(self.heads[0], n_classes=check_classes(n_classes), class_names=tuple(class_names))
         return replace(self, heads=(head,) + self.heads[1:])
 
 
@@ -178,17 +180,13 @@ def get_dataset(name: str) -> Dataset:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
 def custom_dataset(n_classes: int, mean, root: Optional[str] = None,
                    train_split="train", val_split="val", class_names=()) -> Dataset:
     """The folder dataset with the user's class count, mean and location."""
-    if not isinstance(n_classes, int) or n_classes < 1:
-        raise ValueError(f"--classes must be a positive integer, got {n_classes!r}")
-    mean = tuple(float(m) for m in mean)
-    if len(mean) != 3 or not all(math.isfinite(m) for m in mean):
-        raise ValueError(f"--mean must be three finite numbers B,G,R, got {mean!r}")
+    mean = parse_mean(mean)
     base = next(d for d in DATASETS.values() if d.custom)
     root = root or base.train.root
     return replace(base.with_classes(n_classes, class_names), mean=mean,

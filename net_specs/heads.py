@@ -8,6 +8,8 @@ Every crop offset comes from caffe.coord_map, never from a constant.
 """
 from caffe import layers as L, params as P
 
+from common.errors import InputError
+
 from .align import crop
 from .trunks import FROZEN, LEARN
 
@@ -35,7 +37,7 @@ def skip_head(n, coarse, feats, data, stride, n_out, suffix="", atonce=False, ke
     """
     s = suffix
     if stride not in SKIPS:
-        raise ValueError(f"stride must be one of {sorted(SKIPS)}, got {stride}")
+        raise InputError(f"stride must be one of {sorted(SKIPS)}, got {stride}")
     if stride == 32:
         n["upscore" + s] = upsample(coarse, n_out, 32, kernel=kernel32)
         n["score" + s] = crop(n["upscore" + s], data)

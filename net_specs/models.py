@@ -7,10 +7,11 @@ the same record, so the table is the single source of truth.
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from common.errors import InputError
+
 from .datasets import Dataset, Inputs, get_dataset
 
 INPUT_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1}
-UPSCORE32_KERNEL = {"vgg16": 64, "alexnet": 63, "googlenet": 63}
 
 
 @dataclass(frozen=True)
@@ -75,20 +76,34 @@ MODEL_LIST = [
     *_vgg_chain("pascalcontext459", "PASCAL-Context all 459 classes + background",
                 (1e-10, 1e-12, 1e-14), 300000, published=False),
 ]
-MODELS = {m.name: m for m in MODEL_LIST}
+
+
+def index_by_name(records, what="model"):
+    """{name: record} in table order, refusing two records of one name (a
+    dict comprehension would keep the last one silently)."""
+    index = {}
+    for record in records:
+        if record.name in index:
+            raise ValueError(f"two {what}s are named {record.name!r}: {index[record.name].description!r} "
+                             f"and {record.description!r}")
+        index[record.name] = record
+    return index
+
+
+MODELS = index_by_name(MODEL_LIST)
 
 # Generic templates for custom datasets: `emit fcn8s --dataset folder ...`
-TEMPLATES = {
-    "fcn32s": Model("fcn32s", "FCN-32s VGG16", "vgg16", 32, "folder", ("vgg16-ilsvrc",), Solver(1e-10)),
-    "fcn16s": Model("fcn16s", "FCN-16s VGG16", "vgg16", 16, "folder", ("fcn32s",), Solver(1e-12)),
-    "fcn8s": Model("fcn8s", "FCN-8s VGG16", "vgg16", 8, "folder", ("fcn16s",), Solver(1e-14)),
-    "fcn8s-atonce": Model("fcn8s-atonce", "FCN-8s VGG16 at once", "vgg16", 8, "folder",
-                          ("vgg16-ilsvrc",), Solver(1e-10), atonce=True),
-    "fcn-alexnet": Model("fcn-alexnet", "FCN-AlexNet", "alexnet", 32, "folder", ("alexnet-ilsvrc",),
-                         Solver(1e-4, momentum=0.9, iter_size=20), normalize=True),
-    "fcn-googlenet": Model("fcn-googlenet", "FCN-GoogLeNet", "googlenet", 32, "folder",
-                           ("googlenet-ilsvrc",), Solver(1e-10)),
-}
+TEMPLATES = index_by_name([
+    Model("fcn32s", "FCN-32s VGG16", "vgg16", 32, "folder", ("vgg16-ilsvrc",), Solver(1e-10)),
+    Model("fcn16s", "FCN-16s VGG16", "vgg16", 16, "folder", ("fcn32s",), Solver(1e-12)),
+    Model("fcn8s", "FCN-8s VGG16", "vgg16", 8, "folder", ("fcn16s",), Solver(1e-14)),
+    Model("fcn8s-atonce", "FCN-8s VGG16 at once", "vgg16", 8, "folder",
+          ("vgg16-ilsvrc",), Solver(1e-10), atonce=True),
+    Model("fcn-alexnet", "FCN-AlexNet", "alexnet", 32, "folder", ("alexnet-ilsvrc",),
+          Solver(1e-4, momentum=0.9, iter_size=20), normalize=True),
+    Model("fcn-googlenet", "FCN-GoogLeNet", "googlenet", 32, "folder",
+          ("googlenet-ilsvrc",), Solver(1e-10)),
+], "template")
 
 
 def get_model(name: str) -> Model:
@@ -97,7 +112,7 @@ def get_model(name: str) -> Model:
     if name in TEMPLATES:
         return TEMPLATES[name]
     known = sorted(MODELS) + sorted(TEMPLATES)
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+    raise InputError(f"unknown model {name!r}; known: {', '.join(known)}")
 
 
 def input_variant(model: Model, dataset: Optional[Dataset] = None) -> Inputs:

@@ -6,6 +6,7 @@ plus optional dataset overrides; this is how they are combined.
 from dataclasses import replace
 
 from common.cli import parse_mean
+from common.errors import InputError
 
 from .datasets import custom_dataset, get_dataset
 from .models import TEMPLATES, for_dataset, get_model
@@ -22,20 +23,18 @@ def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=
     model = get_model(name)
     names = tuple(n.strip() for n in class_names.split(",")) if isinstance(class_names, str) \
         else tuple(class_names or ())
-    if classes is not None and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"--classes must be a positive integer, got {classes!r}")
     if names and classes is not None and len(names) != classes:
-        raise ValueError(f"--class-names lists {len(names)} names for {classes} classes")
+        raise InputError(f"--class-names lists {len(names)} names for {classes} classes")
     template = name in TEMPLATES
     if dataset and not template and dataset != model.dataset:
-        raise ValueError(f"{name} is the published {model.dataset} model; for --dataset {dataset} "
+        raise InputError(f"{name} is the published {model.dataset} model; for --dataset {dataset} "
                          f"use a template (fcn32s, fcn16s, fcn8s, ...; see `python -m net_specs list`)")
     base = get_dataset(dataset or ("folder" if template else model.dataset))
     if base.custom:
         if classes is None:
-            raise ValueError(f"{name} on a custom ({base.name}) dataset needs --classes K "
+            raise InputError(f"{name} on a custom ({base.name}) dataset needs --classes K "
                              "(and --mean B,G,R)")
-        data = custom_dataset(classes, parse_mean(mean) if mean else base.mean, root,
+        data = custom_dataset(classes, mean if mean else base.mean, root,
                               class_names=names)
     else:
         data = base

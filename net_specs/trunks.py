@@ -5,7 +5,12 @@ ILSVRC caffemodels transplant by name) and returns the tops the FCN heads
 need: `out` (the last feature map, stride 32) and, where the trunk has them,
 the skip sources `pool4` (stride 16) and `pool3` (stride 8).
 """
+from dataclasses import dataclass
+from typing import Callable
+
 from caffe import layers as L, params as P
+
+from common.errors import InputError
 
 # Parameter multipliers of the reference models.
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
@@ -153,5 +158,27 @@ def googlenet(n, bottom, width=1.0, pad=100):
     return {"out": top}
 
 
-TRUNKS = {"vgg16": vgg16, "alexnet": alexnet, "googlenet": googlenet}
+@dataclass(frozen=True)
+class Trunk:
+    """A feature trunk: `build(n, bottom, width=..., ...)` adds its layers and
+    returns its features ({"out": ..., and the skip layers}); the kernel of
+    its FCN-32s upsampling (the references': 64 for VGG16, 63 for AlexNet and
+    GoogLeNet); the pooling layers FCN-16s/8s skip from (none: stride 32 only)."""
+    name: str
+    build: Callable
+    upscore32_kernel: int
+    skips: tuple = ()
+
+
+TRUNKS = {t.name: t for t in (Trunk("vgg16", vgg16, 64, ("pool4", "pool3")),
+                              Trunk("alexnet", alexnet, 63),
+                              Trunk("googlenet", googlenet, 63))}
+
+
+def get_trunk(name):
+    """The Trunk record of `name`, or a ValueError naming the known ones."""
+    try:
+        return TRUNKS[name]
+    except KeyError:
+        raise InputError(f"unknown trunk {name!r}; known: {', '.join(TRUNKS)}") from None
 

@@ -1,4 +1,6 @@
-import os
+"""Training, scoring and inference, one sub-package per job: training/,
+scoring/, inference/ (CLIs: solvers.solve, solvers.score, solvers.infer,
+solvers.eval_published)."""
+from common.caffe_log import quiet_caffe
 
-# Caffe logs every layer of every net it builds; keep warnings and errors.
-os.environ.setdefault("GLOG_minloglevel", "2")
+quiet_caffe()

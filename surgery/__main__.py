@@ -10,7 +10,9 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe is first imported
+from common.caffe_log import quiet_caffe
+
+quiet_caffe()  # before Caffe is first imported
 
 import caffe  # noqa: E402
 

@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from common.errors import InputError
 from common.report import markdown
 
 BASE_URL = "http://dl.caffe.berkeleyvision.org/"
@@ -129,7 +130,7 @@ def get_released(name):
     """The record for `voc-fcn8s` or `voc-fcn8s-published`; ValueError lists the known ones."""
     model = name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
     if model not in RELEASED:
-        raise ValueError(f"no released weights for {name!r}; released: "
+        raise InputError(f"no released weights for {name!r}; released: "
                          f"{', '.join(r.name for r in RELEASED_LIST)}")
     return RELEASED[model]
 

@@ -12,6 +12,7 @@ import scipy.io
 from PIL import Image
 from scipy import ndimage
 
+from common.errors import InputError
 from data import hha as H
 from layers.nyud import NYUDReader
 from net_specs.datasets import NYUD_HHA_MEAN
@@ -168,7 +169,7 @@ def test_intrinsics_and_bad_inputs():
     for bad in ("500,501,320", "a,b,c,d", "0,1,2,3", "500,501,320,nan"):
         with pytest.raises(Exception, match="--intrinsics"):
             H.parse_intrinsics(bad)
-    with pytest.raises(ValueError, match="fewer than 3 valid"):
+    with pytest.raises(InputError, match="fewer than 3 valid"):
         H.hha_channels(np.zeros((20, 20)))
 
 
@@ -227,6 +228,9 @@ def test_cli_errors_are_one_line(tmp_path):
     scipy.io.savemat(tmp_path / "d.mat", {"depths": np.ones((8, 8))})
     r = run(str(tmp_path / "d.mat"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "--mat-var" in r.stderr
+    write_png16(tmp_path / "holes.png", np.zeros((8, 8)))
+    r = run(str(tmp_path / "holes.png"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "fewer than 3 valid" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
     (tmp_path / "both").mkdir()
     write_png16(tmp_path / "both" / "d.png", np.full((8, 8), 1500))

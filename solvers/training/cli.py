@@ -3,13 +3,15 @@
 The run itself (what lands in runs/<model>/) is solvers.training.run.Run; this module
 is its command line (examples: EXAMPLES). Exit status: 0 trained; 2 a bad flag, file, model or
 .solverstate, or a bad image/label met mid-run or at the final scoring (one line on stderr, naming
-the snapshot kept); 3 the loss diverged; 130 interrupted (snapshot taken).
+the snapshot kept); 3 the loss diverged; 130 interrupted (snapshot taken). With --gpus, the
+first failing rank's status (128 + N when it died by signal N); the other ranks are stopped.
 """
 import argparse
 import sys
 
 from common.cli import (add_device_args, add_model_args, int_at_least, positive_float,
                         run_cli, set_device)
+from common.errors import InputError
 from layers.reader import MAX_QUEUE_DEPTH, MAX_WORKERS
 
 from net_specs.resolve import resolve_args
@@ -67,7 +69,13 @@ def solve_cli(args):
     model, dataset = resolve_args(args)
     if args.gpus:
         from .multigpu import MultiGpuConfig, train_multi_gpu
-        return train_multi_gpu(MultiGpuConfig.from_args(args, model.name), model, dataset)
+        try:
+            config = MultiGpuConfig.from_args(args, model.name)
+            return train_multi_gpu(config, model, dataset)
+        except ValueError as exc:
+            # multigpu.py reports a bad --gpus (ids, no NCCL, no such GPU) as a
+            # plain ValueError; once it raises InputError itself, this goes
+            raise InputError(str(exc)) from None
     set_device(None if args.cpu else args.gpu)
     if not args.resume:
         check_weights(model, args.weights)

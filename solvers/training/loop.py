@@ -11,10 +11,9 @@ import numpy as np
 import caffe
 
 from common.cli import USER_ERRORS, one_line
+from common.seed import SEED
 
 from .errors import RunError, TrainingDiverged
-
-SEED = 1337
 
 
 def remaining_iterations(requested, max_iter, start_iter):

@@ -1,20 +1,28 @@
 """Data-parallel training on several GPUs through Caffe's NCCL support.
 
-One process per GPU (as BVLC's python/train.py does): each builds the same
-solver, rank 0 loads the initial weights (or the resumed state) and NCCL
-broadcasts them, gradients are all-reduced after every backward. Each rank
-reads the training split in its own seeded order; rank 0 alone scores,
-snapshots and writes the run. Every rank steps the same number of
+One spawned process per GPU (as BVLC's python/train.py does): each builds
+the same solver, rank 0 loads the initial weights (a resumed run: every rank
+restores the solver state) and NCCL broadcasts them, gradients are
+all-reduced after every backward (once per iteration when iter_size > 1).
+Each rank reads the training split in its own seeded order; rank 0 alone
+scores, snapshots and writes the run. Every rank steps the same number of
 iterations, fixed before the ranks start (a resumed run: what is left of
-max_iter after the state's iteration, as single-GPU training does).
+max_iter after the state's iteration, as single-GPU training does). The
+parent waits on all ranks and stops the rest when one fails (`supervise`).
 Needs pycaffe built with NCCL (the Docker image); the CPU build has none.
 """
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
+import signal
+import sys
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 import caffe
+
+from common.cli import EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, one_line
 
 from .run import SEED, Run, TrainingDiverged, check_weights, hard_exit, remaining_iterations, \
     solverstate_iter
@@ -78,43 +86,161 @@ def iterations_for(config, model):
 
 
 def make_run(config, model, dataset, rank):
-    """Rank `rank`'s Run (rank 0 in the run directory, the others under ranks/)."""
+    """Rank `rank`'s Run (rank 0 in the run directory, the others under ranks/).
+
+    Only rank 0 takes Caffe's periodic snapshots: this Caffe's root_solver()
+    is true in every process of a multi-process run, so every rank would
+    write its own (~1 GB each at full width). With iter_size > 1 the
+    gradients are reduced once per iteration (layer_wise_reduce off): a
+    layer-wise all-reduce after every one of the iter_size backwards would
+    run while the next backward accumulates into the same buffers."""
     out = config.out if rank == 0 else os.path.join(config.out, "ranks", str(rank))
-    overrides = {"base_lr": config.base_lr} if config.base_lr is not None else None
+    overrides = {"base_lr": config.base_lr} if config.base_lr is not None else {}
+    if model.solver.iter_size > 1:
+        overrides["layer_wise_reduce"] = False
     return Run.open(model, out_dir=out, width=config.width, dataset=dataset, root=config.root,
-                    snapshot_every=config.snapshot_every, seed=SEED + rank,
-                    solver_overrides=overrides, workers=config.workers,
+                    snapshot_every=config.snapshot_every if rank == 0 else 0, seed=SEED + rank,
+                    solver_overrides=overrides or None, workers=config.workers,
                     queue_depth=config.queue_depth)
 
 
-def _worker(config, model, dataset, uid, rank, iters):
+def open_rank(config, model, dataset, rank):
+    """Rank `rank`'s Run, initialised: a resumed run restores the solver state
+    (iteration, momentum / Adam history, data position) on every rank, as
+    BVLC's train.py does; rank 0 alone loads fresh weights (NCCL broadcasts
+    them)."""
+    run = make_run(config, model, dataset, rank)
+    try:
+        if config.resume:
+            run.resume(config.resume)
+        elif rank == 0:
+            run.init_from(config.weights)
+    except BaseException:
+        run.discard()
+        raise
+    run.commit()
+    return run
+
+
+def _worker(config, model, dataset, uid, iters, rank, stop):
+    """One rank, in its own spawned process. Ranks other than 0 ignore Ctrl-C
+    (the terminal sends it to every process): they stop between steps when
+    the parent sets `stop`; rank 0 snapshots and leaves with 130."""
+    if rank != 0:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     gpus = config.gpus
     caffe.set_device(gpus[rank])
     caffe.set_mode_gpu()
     caffe.set_solver_count(len(gpus))
     caffe.set_solver_rank(rank)
     caffe.set_multiprocess(True)
-    run = make_run(config, model, dataset, rank)
-    if rank == 0:
-        if config.resume:
-            run.resume(config.resume)
-        else:
-            run.init_from(config.weights)
-    run.commit()
-    nccl = caffe.NCCL(run.solver, uid)
-    nccl.bcast()
-    run.solver.add_callback(nccl)
-    if run.param.layer_wise_reduce:
-        run.solver.net.after_backward(nccl)
     try:
+        run = open_rank(config, model, dataset, rank)
+        nccl = caffe.NCCL(run.solver, uid)
+        nccl.bcast()
+        run.solver.add_callback(nccl)
+        if run.param.layer_wise_reduce:
+            run.solver.net.after_backward(nccl)
         if rank == 0:
             run.train(iters, config.score_every)
         else:
             for _ in range(iters):
+                if stop.is_set():
+                    break
                 run.solver.step(1)
     except TrainingDiverged as exc:
         print(f"solvers.solve (rank {rank}): error: {exc}", flush=True)
         hard_exit(3)
+    except KeyboardInterrupt:
+        hard_exit(EXIT_INTERRUPTED)
+    except USER_ERRORS as exc:
+        print(f"solvers.solve (rank {rank}): error: {one_line(exc)}", file=sys.stderr, flush=True)
+        hard_exit(EXIT_USAGE)
+
+
+# ---- the ranks' processes ------------------------------------------------------
+STOP_GRACE_S = 10.0     # after a rank failed: how long the others get to stop on the flag
+KILL_GRACE_S = 5.0      # after SIGTERM: how long before SIGKILL
+
+
+def start_ranks(target, args, count):
+    """`count` processes running target(*args, rank, stop), started with the
+    spawn method: a forked child would inherit the parent's CUDA state
+    (cudaGetDeviceCount, NCCL's uid), and CUDA does not survive fork. The
+    arguments are pickled. Returns (processes, the shared stop event)."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, rank, stop), name=f"rank-{rank}")
+             for rank in range(count)]
+    for p in procs:
+        p.start()
+    return procs, stop
+
+
+def describe_exit(code):
+    """'exited with status 2' / 'died by signal SIGABRT'."""
+    if code is not None and code < 0:
+        try:
+            return f"died by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"died by signal {-code}"
+    return f"exited with status {code}"
+
+
+def exit_status(code):
+    """A rank's exit code as this process's status: a signal N is 128 + N."""
+    return 128 - code if code < 0 else code
+
+
+def supervise(procs, stop, log=print, grace=STOP_GRACE_S, kill_grace=KILL_GRACE_S, poll=0.5):
+    """Wait for every rank. The first that fails (a non-zero status, or death
+    by a signal: a negative exitcode) sets `stop`, the others get `grace`
+    seconds to leave, then SIGTERM, then SIGKILL: a rank blocked in an NCCL
+    collective whose peer is gone never returns by itself. Ctrl-C here sets
+    `stop` (rank 0 snapshots on its own Ctrl-C); a second one stops every
+    rank at once. Returns 0 when every rank exited 0, else the first
+    failure's status (128 + N for signal N; 130 when interrupted)."""
+    pending = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
+    failure, deadline, terminated = None, None, False
+    interrupts = []
+
+    def on_sigint(*_):
+        interrupts.append(time.monotonic())
+        stop.set()
+    previous = signal.signal(signal.SIGINT, on_sigint) if is_main_thread() else None
+    try:
+        while pending:
+            if len(interrupts) > 1 and deadline is None:
+                deadline = time.monotonic()             # a second Ctrl-C: stop them now
+            timeout = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
+            for sentinel in mp_connection.wait(list(pending), timeout):
+                rank, p = pending.pop(sentinel)
+                p.join()
+                if p.exitcode != 0 and failure is None and not terminated:
+                    failure = (rank, p.exitcode)
+                    log(f"solvers.solve: rank {rank} {describe_exit(p.exitcode)}; stopping the "
+                        f"other rank(s)")
+                    stop.set()
+                    deadline = time.monotonic() + grace
+            if pending and deadline is not None and time.monotonic() >= deadline:
+                for _, p in pending.values():
+                    if terminated:
+                        p.kill()
+                    else:
+                        p.terminate()
+                deadline = time.monotonic() + kill_grace
+                terminated = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if failure is not None:
+        return exit_status(failure[1])
+    return EXIT_INTERRUPTED if interrupts else 0
+
+
+def is_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 def train_multi_gpu(config, model, dataset):
@@ -127,10 +253,5 @@ def train_multi_gpu(config, model, dataset):
         check_weights(model, config.weights)
     iters = iterations_for(config, model)
     uid = caffe.NCCL.new_uid()
-    procs = [mp.Process(target=_worker, args=(config, model, dataset, uid, rank, iters))
-             for rank in range(len(config.gpus))]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    return max(p.exitcode or 0 for p in procs)
+    procs, stop = start_ranks(_worker, (config, model, dataset, uid, iters), len(config.gpus))
+    return supervise(procs, stop)

@@ -14,6 +14,7 @@ from google.protobuf import text_format
 
 from common.atomic import atomic_write
 from common.cli import USER_ERRORS, one_line
+from common.seed import SEED
 from net_specs import PHASES, build, get_model
 from netio.nets import save_weights
 from surgery.bilinear import interp, upsampling_layers
@@ -23,7 +24,7 @@ from ..scoring.metrics import METRIC_KEYS
 from .config import solver_param
 from .curves import plot_curves
 from .errors import RunError, TrainingDiverged, hard_exit  # noqa: F401  (the API)
-from .loop import SEED, Snapshots, remaining_iterations, sgd_steps, total_loss  # noqa: F401
+from .loop import Snapshots, remaining_iterations, sgd_steps, total_loss  # noqa: F401
 from .metrics_file import append_entry, keep_metrics_until, metrics_entry, read_metrics, set_aside
 from .solverstate import check_solverstate, read_solverstate, solverstate_iter  # noqa: F401
 from .staging import Staging

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 from common.atomic import atomic_write
+from common.errors import InputError
 from netio.nets import Caffemodel, load_weights
 from surgery.recipe import initialise
 
@@ -15,7 +16,7 @@ def check_weights(model, weights):
     """The initial caffemodels, one per model.init, each present on disk."""
     weights = list(weights or [])
     if len(weights) != len(model.init):
-        raise ValueError(f"{model.name} starts from {len(model.init)} net(s) "
+        raise InputError(f"{model.name} starts from {len(model.init)} net(s) "
                          f"({', '.join(model.init)}); got {len(weights)} --weights file(s)")
     for source, path in zip(model.init, weights):
         if not os.path.isfile(path):
