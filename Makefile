@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 # which all depend on install; CUDA=0 switches back to the CPU build.
 -include .cache/device.mk
 
-.PHONY: help install deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
+.PHONY: help install deps test-deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
         cuda-check cuda-build gpu-check gpu-kit kit-check distro-check
 
 help:
@@ -39,6 +39,9 @@ install: deps venv caffe
 
 deps:
 	@bash docker/install_deps.sh
+
+test-deps:
+	@bash docker/install_deps.sh --test
 
 # BENCH_DEPS=1 (default) also installs requirements-bench.txt (torch, CPU build)
 # for the Caffe/PyTorch equivalence test and benchmark; the Docker image sets 0.
@@ -81,10 +84,10 @@ endif
 # tests by marker. TEST_ARGS: more pytest arguments.
 NO_EXTRAS_ARGS := --ignore=tests/test_torch_equivalence.py
 MARKS = $(if $(filter 0,$(BENCH_DEPS)),-m '$(1)$(if $(1), and )not onnx',$(if $(1),-m '$(1)'))
-test: install
+test: install test-deps
 	$(PY) -m pytest -q tests $(call MARKS,) $(if $(filter 0,$(BENCH_DEPS)),$(NO_EXTRAS_ARGS)) $(TEST_ARGS)
 
-test-fast: install
+test-fast: install test-deps
 	$(PY) -m pytest -q tests $(call MARKS,not slow) $(if $(filter 0,$(BENCH_DEPS)),$(NO_EXTRAS_ARGS)) $(TEST_ARGS)
 
 demo: install

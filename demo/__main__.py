@@ -9,7 +9,7 @@
    and Adam instead of SGD: see SCHEDULE);
 4. a table of pixel acc / mean acc / mean IU / fwIU and seconds per stage
    against the chance level, results.json, predictions beside the ground
-   truth, learning curves.
+   truth, learning curves, and report/report.html for the final FCN-8s.
 Deterministic on the CPU for a given seed and BLAS thread count; how far
 the scores move across thread counts and seeds is measured by
 `python -m demo.robustness` (docs/demo.md shows its latest table).
@@ -32,11 +32,12 @@ from common.atomic import atomic_write
 from common.cli import add_device_args, set_device
 from common.errors import UserError
 from common.seed import SEED
+from solvers.training.metrics_file import read_metrics
 from solvers.training.run import Run
 from netio.nets import load_net, save_weights
 
 from .layers import class_batch
-from .predict import save_predictions
+from .predict import save_predictions, save_report
 from .synthetic import CLASSES, chance_mean_iu, write_voc_layout
 
 CLASSIFIER_SOLVER = dict(type="Adam", base_lr=3e-4, momentum=0.9, momentum2=0.999, weight_decay=0.0005,
@@ -189,6 +190,8 @@ def main(argv=None):
     log("[demo] 4/4 predictions")
     t0 = time.time()
     save_predictions(args.out, dataset, WIDTH, weights[0], log)
+    save_report(args.out, model, dataset, WIDTH, weights[0],
+                read_metrics(os.path.join(args.out, STAGES[-1], "metrics.jsonl")), log)
     seconds["predictions"] = time.time() - t0
     seconds["total"] = time.time() - t_start
 

@@ -1,5 +1,6 @@
 """The demo's prediction images, made by the same command users run
-(`python -m solvers.infer`), plus a grid of image | truth | prediction."""
+(`python -m solvers.infer`), plus a grid of image | truth | prediction, and
+the final model's report.html (solvers.report_html)."""
 import io
 import os
 
@@ -8,6 +9,9 @@ from PIL import Image
 
 from common.atomic import atomic_write
 from solvers.inference import cli as infer
+from solvers.scoring.cli import to_json, write_scores
+from solvers.scoring.evaluate import score_model
+from solvers.scoring.per_image import GALLERY_SIZE
 from common.palette import colorize, voc_palette
 
 N_SHOWN = 6
@@ -41,3 +45,16 @@ def save_predictions(out, dataset, width, weights, log, n=N_SHOWN):
     atomic_write(path, buf.getvalue())
     log(f"[demo] image | ground truth | FCN-8s prediction for {len(ids)} val images: {path}")
     return path
+
+
+def save_report(out, model, dataset, width, weights, curves, log):
+    """Score the final FCN-8s on val once more, keeping each image's result,
+    and write report/scores.json and report/report.html (with the FCN-8s
+    stage's curves); returns the page's path."""
+    results = score_model(model, dataset, weights, width=width, gallery=GALLERY_SIZE)
+    path = os.path.join(out, "report", "scores.json")
+    write_scores(path, to_json(results, model, dataset, weights, results["split"]), results["galleries"],
+                 curves)
+    page = os.path.join(out, "report", "report.html")
+    log(f"[demo] evaluation report (metrics, per-class IU, confusion, curves, worst/best images): {page}")
+    return page

@@ -34,12 +34,16 @@ PKGS="cmake g++ make curl ca-certificates python3-dev ${python}-dev python3-venv
 libboost-system${boost}-dev libboost-thread${boost}-dev libboost-filesystem${boost}-dev
 libboost-python${boost}-dev libboost-regex${boost}-dev libprotobuf-dev protobuf-compiler
 libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev libgtest-dev patch"
+# --test: instead, what the test suite needs beyond the build (`make test`, `make
+# test-fast`): Debian's chromium, in which tests render report.html headless.
+WHAT=build
+if [ "${1:-}" = "--test" ]; then PKGS="chromium"; WHAT=test; fi
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "[install_deps] all build packages present ($platform)"
+  echo "[install_deps] all $WHAT packages present ($platform)"
   exit 0
 fi
 echo "[install_deps] installing ($platform): ${missing[*]}"

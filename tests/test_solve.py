@@ -214,6 +214,10 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (tmp_path / "demo" / stage / "final.caffemodel").exists()
         assert (tmp_path / "demo" / stage / "curves.png").exists()
     assert (tmp_path / "demo" / "predictions.png").exists()
+    assert (tmp_path / "demo" / "report" / "report.html").exists()
+    assert (tmp_path / "demo" / "report" / "label-best-1.png").exists()
+    report = json.load(open(tmp_path / "demo" / "report" / "scores.json"))
+    assert report["heads"]["label"]["mean_iu"] == pytest.approx(results["stages"]["fcn8s"]["mean_iu"])
     assert "chance" in out.stdout and "fcn8s" in out.stdout
 
 

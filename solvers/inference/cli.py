@@ -3,7 +3,7 @@ FCN and save label maps and visualisations.
 
     python -m solvers.infer MODEL WEIGHTS IMAGE_OR_DIR... [--out DIR]
         [--cpu | --gpu N] [--save-scores] [--keep-going] [--batch N] [--width W]
-        [--max-pixels N] [--downscale]
+        [--max-pixels N] [--downscale] [--scales 0.5,0.75,1,1.25,1.5] [--flip]
 
 Outputs and exit statuses: EPILOG below. The library is solvers.inference.predictor.
 """
@@ -18,6 +18,7 @@ from net_specs.resolve import resolve_args
 from .batch import run
 from .predictor import InferError, Predictor
 from .stitching import DEFAULT_MAX_PIXELS
+from .tta import add_tta_args
 
 DESCRIPTION = "Segment images with a trained FCN and save label maps and visualisations."
 EPILOG = """For each image (a directory stands for its .jpg/.jpeg/.png files, sorted;
@@ -28,6 +29,7 @@ hidden files, whose names start with a dot such as macOS's ._x.jpg and
                             class indices (VOC colours for VOC-like data)
     OUT/<stem>_viz.png      image | overlay | legend of the classes present
     OUT/<stem>_scores.npy   with --save-scores: the C x H x W float32 scores
+                            (with --scales/--flip: the averaged class probabilities)
 
 Two-head models (SIFT Flow) write each file per head, suffixed _sem / _geo
 (`<stem>_sem.png`, `<stem>_geo_viz.png`, ...). Every file is written
@@ -67,6 +69,7 @@ def main(argv=None):
                              "peaks at about 2 GB at 500x375, README 'Memory')")
     parser.add_argument("--downscale", action="store_true",
                         help="segment images over --max-pixels downscaled to fit instead of in tiles")
+    add_tta_args(parser)
     return run_cli("solvers.infer", infer_cli, parser.parse_args(argv), quiet_caffe=True)
 
 
@@ -93,7 +96,8 @@ def infer_cli(args):
     args.weights = weights_argument(args.weights, args.model)
     predictor = Predictor.from_model(model, args.weights, dataset=dataset,
                                      width=args.width, batch_size=args.batch,
-                                     max_pixels=args.max_pixels, downscale=args.downscale)
+                                     max_pixels=args.max_pixels, downscale=args.downscale,
+                                     scales=args.scales, flip=args.flip)
     done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)
     print(f"segmented {done} image(s) into {args.out}/")
     if failures:

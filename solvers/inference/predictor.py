@@ -21,7 +21,7 @@ from net_specs import build, get_model
 from netio import geometry
 from netio.nets import Caffemodel, net_from_param
 
-from . import stitching
+from . import stitching, tta
 from .visualize import side_by_side
 
 BUILD_SIZE = (64, 64)
@@ -132,8 +132,14 @@ class Predictor:
     """
 
     def __init__(self, net, dataset, mean=None, input_name="data", batch_size=4,
-                 swap_channels=True, max_pixels=None, downscale=False, net_param=None):
+                 swap_channels=True, max_pixels=None, downscale=False, net_param=None,
+                 scales=tta.PLAIN, flip=False):
         self.net = net
+        # test-time augmentation (tta.py): copies over max_pixels go through tiles
+        self.scales, self.flip = tuple(scales), bool(flip)
+        if downscale and not tta.is_plain(scales, flip):
+            raise InferError("--downscale and test-time augmentation (--scales/--flip) do not "
+                             "combine: augmented copies too large for one pass go through tiles")
         # net_param (the deploy NetParameter) given: images over max_pixels, or too large for
         # Caffe in one pass, go through tiles (predict_large) or, with downscale, a smaller pass
         self.max_pixels, self.downscale, self.net_param = max_pixels, downscale, net_param
@@ -148,7 +154,7 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
-                   max_pixels=None, downscale=False):
+                   max_pixels=None, downscale=False, scales=tta.PLAIN, flip=False):
         """Build `model`'s deploy net (net_specs) and load `weights` safely."""
         model = get_model(model) if isinstance(model, str) else model
         dataset = dataset or model.get_dataset()
@@ -167,7 +173,7 @@ class Predictor:
                                 "(not bilinear-initialised?): predictions will be constant")
         return cls(net, dataset, mean=mean, batch_size=batch_size,
                    swap_channels=inputs.swap_channels, max_pixels=max_pixels,
-                   downscale=downscale, net_param=proto)
+                   downscale=downscale, net_param=proto, scales=scales, flip=flip)
 
     def predict(self, images):
         """Segment a list of equal-size RGB images in one forward.
@@ -181,6 +187,8 @@ class Predictor:
         shapes = {rgb.shape for rgb in rgbs}
         if len(shapes) != 1:
             raise ValueError(f"predict() batches equal-size images, got sizes {sorted(shapes)}")
+        if not tta.is_plain(self.scales, self.flip):
+            return [self.predict_augmented(rgb) for rgb in rgbs]
         if self.net_param is not None and not self.one_pass_fits(*rgbs[0].shape[:2]):
             return [self.predict_large(rgb) for rgb in rgbs]
         batch = np.stack([self.preprocess(rgb) for rgb in rgbs])
@@ -220,6 +228,14 @@ class Predictor:
             side, margin = stitching.tile_plan(budget, align, exact_margin)
             scores = stitching.stitched(run, self.preprocess(rgb), side, margin, align)
         return {head[1]: (scores[head[0]].argmax(axis=0), scores[head[0]]) for head in self.heads}
+
+    def predict_augmented(self, rgb):
+        """`predict` of one image with test-time augmentation: the scores are
+        the averaged class probabilities."""
+        run = tta.deploy_runner(self.net, self.net_param, [self.input_name],
+                                [head[0] for head in self.heads], self.max_pixels)
+        scores = tta.augmented_scores(run, {self.input_name: self.preprocess(rgb)}, self.scales, self.flip)
+        return {suffix: (scores[blob].argmax(axis=0), scores[blob]) for blob, suffix, _, _ in self.heads}
 
     def preprocess(self, rgb):
         """One image as the net's input blob, exactly as its data layer trains on it."""

@@ -1,7 +1,11 @@
 """The scoring CLI and its report: a trained FCN on a whole evaluation split.
 
     python -m solvers.score MODEL WEIGHTS [--split SPLIT] [--root PATH]
-                            [--cpu | --gpu N] [--out metrics.json]
+                            [--cpu | --gpu N] [--out scores.json] [--curves metrics.jsonl]
+                            [--scales 0.5,0.75,1,1.25,1.5] [--flip]
+
+With --out, report.html (solvers.scoring.report_html) and its pictures are written
+beside the JSON.
 
 The metrics and their definitions are in solvers.scoring.metrics, net scoring in
 solvers.scoring.evaluate. Exit status: 0 scored; 2 a bad flag, file or model (one
@@ -22,6 +26,9 @@ from net_specs.resolve import resolve_args
 
 from .evaluate import ScoreError, score_model, score_net, split_size  # noqa: F401  (the API)
 from .metrics import METRIC_KEYS, METRIC_NAMES, fast_hist, metrics  # noqa: F401
+from .per_image import GALLERY_SIZE
+from .report_html import read_jsonl, write_report
+from ..inference.tta import add_tta_args, is_plain
 
 DESCRIPTION = ("Score a trained FCN on a whole evaluation split "
                "(pixel acc, mean acc, mean IU, frequency weighted IU, per-class IU).")
@@ -74,6 +81,8 @@ def to_json(results, model, dataset, weights, split):
     doc = {"model": model.name, "dataset": dataset.name, "split": split,
            "weights": os.path.abspath(weights), "n_images": results["n_iter"],
            "loss": results["loss"], "losses": results["losses"], "heads": heads}
+    if results.get("tta"):
+        doc["tta"] = results["tta"]                 # test-time augmentation's scales and flip
     return json.dumps(_json_safe(doc), indent=1, sort_keys=True) + "\n"
 
 
@@ -95,7 +104,11 @@ def main(argv=None):
     parser.add_argument("weights", help=".caffemodel to score")
     parser.add_argument("--split", help="evaluation split (default: the dataset's val split)")
     add_device_args(parser)
-    parser.add_argument("--out", help="write the metrics as JSON here (atomically)")
+    parser.add_argument("--out", help="write the metrics as JSON here (atomically), and "
+                        "report.html with its pictures beside it")
+    parser.add_argument("--curves", metavar="METRICS_JSONL",
+                        help="a training run's metrics.jsonl: its curves go into report.html")
+    add_tta_args(parser)
     parser.add_argument("--all-classes", action="store_true",
                         help="average every head over the classes in ground truth or prediction, "
                              "as the reference did (default: SIFT Flow's semantic head over the "
@@ -108,20 +121,35 @@ def main(argv=None):
 
 def score_cli(args):
     model, dataset = resolve_args(args)
+    curves = read_jsonl(args.curves) if args.curves else ()       # a bad file fails before scoring
     if args.out:                                 # before minutes of scoring
-        check_file(args.out, [("--weights", args.weights)],
+        check_file(args.out, [("--weights", args.weights), ("--curves", args.curves)],
                    data_dirs=[("dataset directory", args.root or dataset.val.root)])
     set_device(args.gpu)
     results = score_model(model, dataset, args.weights, args.split, args.root,
                           present_only=False if args.all_classes else None,
-                          width=args.width, progress=_progress_printer(args.every))
+                          width=args.width, progress=_progress_printer(args.every),
+                          scales=args.scales, flip=args.flip, gallery=GALLERY_SIZE if args.out else 0)
     print(f"{model.name} on {dataset.name} {results['split']} ({results['n_iter']} images), "
-          f"weights {args.weights}")
+          f"weights {args.weights}" + tta_note(args.scales, args.flip))
     print(format_table(results, dataset))
     if args.out:
-        atomic_write(args.out, to_json(results, model, dataset, args.weights, results["split"]))
-        print(f"wrote {args.out}")
+        write_scores(args.out, to_json(results, model, dataset, args.weights, results["split"]),
+                     results["galleries"], curves)
     return 0
+
+
+def write_scores(path, doc, galleries, curves=()):
+    """scores.json at `path` and report.html beside it."""
+    atomic_write(path, doc)
+    print(f"wrote {path}")
+    print(f"wrote {write_report(os.path.dirname(os.path.abspath(path)), json.loads(doc), curves, galleries)}")
+
+
+def tta_note(scales, flip):
+    if is_plain(scales, flip):
+        return ""
+    return f"; test-time augmentation: scales {','.join(f'{s:g}' for s in scales)}" + (", flip" if flip else "")
 
 
 if __name__ == "__main__":

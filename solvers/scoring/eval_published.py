@@ -3,6 +3,7 @@ with the score the authors report for each.
 
     python -m solvers.eval_published [MODEL ...] [--weights-dir DIR] [--root PATH]
                                      [--cpu | --gpu N] [--out results.json]
+                                     [--scales 0.5,0.75,1,1.25,1.5] [--flip]
 
 MODEL: released model names (`python -m surgery published`; default all 14).
 Each is fetched on first use through the verified downloader (weights/published/),
@@ -26,16 +27,25 @@ from surgery.download import download
 from surgery.published import DIRECTORY, RELEASED_LIST, get_released
 
 from .evaluate import score_model
+from .per_image import GALLERY_SIZE
+from .cli import to_json, tta_note, write_scores
+from ..inference.tta import PLAIN, add_tta_args
 
 
-def evaluate(released, weights_dir=DIRECTORY, root=None, width=1.0, progress=None):
-    """Fetch (or verify) one released model's weights and score it: a row dict."""
+def evaluate(released, weights_dir=DIRECTORY, root=None, width=1.0, progress=None,
+             scales=PLAIN, flip=False, report_dir=None):
+    """Fetch (or verify) one released model's weights and score it: a row
+    dict. `report_dir`: also write its scores.json and report.html there."""
     path = download(released.name, weights_dir)
     model = get_model(released.model)
     dataset = model.get_dataset()
     split, paper_images = released.split
     results = score_model(model, dataset, path, split=split, root=root, width=width,
-                          progress=progress)
+                          progress=progress, scales=scales, flip=flip,
+                          gallery=GALLERY_SIZE if report_dir else 0)
+    if report_dir:
+        write_scores(os.path.join(report_dir, "scores.json"),
+                     to_json(results, model, dataset, path, split), results["galleries"])
     heads = {head.label: results["heads"]["score" + head.suffix]["mean_iu"]
              for head in dataset.heads}
     return {"model": released.model, "weights": path, "split": split,
@@ -78,8 +88,10 @@ def main(argv=None):
     parser.add_argument("--root", help="dataset directory (default: each dataset's own)")
     parser.add_argument("--width", type=parse_width, default=1.0,
                         help="channel width multiplier of the nets (tests; default 1)")
-    parser.add_argument("--out", help="also write the rows as JSON here (atomically)")
+    parser.add_argument("--out", help="also write the rows as JSON here (atomically), and each "
+                        "model's scores.json and report.html into <this folder>/<model>/")
     add_device_args(parser)
+    add_tta_args(parser)
     return run_cli("solvers.eval_published", eval_cli, parser.parse_args(argv), quiet_caffe=True)
 
 
@@ -96,8 +108,12 @@ def eval_cli(args):
     rows = []
     for released in releases:
         print(f"scoring {released.name} ...", file=sys.stderr, flush=True)
-        rows.append(evaluate(released, args.weights_dir, args.root, args.width))
+        reports = os.path.join(os.path.dirname(os.path.abspath(args.out)), released.model) if args.out else None
+        rows.append(evaluate(released, args.weights_dir, args.root, args.width,
+                             scales=args.scales, flip=args.flip, report_dir=reports))
     print("\n".join(format_rows(rows)))
+    if tta_note(args.scales, args.flip):
+        print(tta_note(args.scales, args.flip)[2:])
     if args.out:
         atomic_write(args.out, json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -9,7 +9,10 @@ from common.errors import UserError
 from net_specs import build
 from netio.nets import Caffemodel, load_weights, net_from_param
 
+from ..inference import tta
+from ..inference.stitching import DEFAULT_MAX_PIXELS
 from .metrics import fast_hist, metrics
+from .per_image import ImageTally
 
 
 class ScoreError(UserError):
@@ -47,7 +50,8 @@ def loss_blob_names(net):
     return [name for name in net.outputs if net.blobs[name].data.size == 1]
 
 
-def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=None):
+def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=None,
+              predict=None, images=None):
     """Run a val net forward `n_iter` times and score its heads.
 
     `heads`: iterable of (score top, label top, n_classes) or
@@ -55,7 +59,11 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
     the `present_only` argument. Each forward may carry a batch: every image
     of `score` (N x C x H x W, argmax over C) is compared with `label`
     (N x 1 x H x W). `loss_blobs` defaults to the net's scalar outputs.
-    `progress(i, n_iter)` is called after each iteration.
+    `progress(i, n_iter)` is called after each iteration. `predict(inputs)`,
+    given, replaces the net's own forward past its data layer (test-time
+    augmentation): {input top: C x H x W} -> {score top: C x H x W}, batch 1,
+    and no loss is computed. `images` (a per_image.ImageTally) keeps each
+    image's metrics and the worst and best images.
 
     Returns {"heads": {score top: metrics(...) + {"hist": n x n list}},
              "loss": mean over iterations of the summed losses (None without
@@ -71,13 +79,19 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
     n_iter = int(n_iter)
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}")
-    loss_blobs = loss_blob_names(net) if loss_blobs is None else list(loss_blobs)
+    loss_blobs = [] if predict else loss_blob_names(net) if loss_blobs is None else list(loss_blobs)
+    inputs = [t for t in net.top_names[net._layer_names[0]] if t not in {s[1] for s in specs}]
     hists = {score: np.zeros((n, n), np.int64) for score, _, n, _ in specs}
     losses = {name: 0.0 for name in loss_blobs}
     for i in range(n_iter):
-        net.forward()
+        if predict is None:
+            net.forward()
+            outputs = {score: net.blobs[score].data for score, _, _, _ in specs}
+        else:
+            net.forward(end=net._layer_names[0])            # the data layer only
+            outputs = {k: v[None] for k, v in predict({t: net.blobs[t].data[0] for t in inputs}).items()}
         for score, label, n, _ in specs:
-            scores = net.blobs[score].data
+            scores = outputs[score]
             labels = net.blobs[label].data
             if scores.ndim != 4 or scores.shape[1] != n:
                 raise ValueError(f"blob {score!r} has shape {scores.shape}, expected N x {n} x H x W")
@@ -89,7 +103,8 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
             if labels.size != pred.size:
                 raise ValueError(f"label blob {label!r} {labels.shape} does not match "
                                  f"score blob {score!r} {scores.shape}")
-            hists[score] += fast_hist(labels.reshape(pred.shape), pred, n)
+            truth = labels.reshape(pred.shape)
+            hists[score] += images.add(net, score, truth, pred, n) if images else fast_hist(truth, pred, n)
         for name in loss_blobs:
             losses[name] += float(net.blobs[name].data.flat[0])
         if progress is not None:
@@ -98,6 +113,8 @@ def score_net(net, n_iter, heads, present_only=False, loss_blobs=None, progress=
     for score, _, _, only in specs:
         result = metrics(hists[score], present_only=only)
         result["hist"] = hists[score].tolist()
+        if images:
+            result["images"] = images.records[score]
         results[score] = result
     mean_losses = {name: total / n_iter for name, total in losses.items()}
     return {"heads": results,
@@ -133,12 +150,16 @@ def split_size(net, dataset, root, split):
 
 
 def score_model(model, dataset, weights, split=None, root=None, present_only=None,
-                width=1.0, progress=None, n_iter=None):
+                width=1.0, progress=None, n_iter=None, scales=tta.PLAIN, flip=False,
+                gallery=0, max_pixels=DEFAULT_MAX_PIXELS):
     """Build `model`'s val net on `dataset` (split/root overrides), load
     `weights` and score the whole split. `present_only=None`: each head as
     its record says (Head.present_only: SIFT Flow's semantic head); True or
-    False: every head so. Returns score_net's dict plus
-    "split"."""
+    False: every head so. `scales`/`flip`: test-time augmentation (solvers.inference.tta)
+    through the deploy net, copies over `max_pixels` in tiles. `gallery` > 0:
+    per-image results in each head ("images") and "galleries" ({head label:
+    per_image.Gallery} of that many worst and best images). Returns
+    score_net's dict plus "split"."""
     if split:
         dataset = replace(dataset, val=replace(dataset.val, split=split))
     split = dataset.val.split
@@ -156,6 +177,21 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
     load_weights(net, caffemodel)
     if n_iter is None:
         n_iter = split_size(net, dataset, root, split)
-    results = score_net(net, n_iter, dataset_heads(dataset, present_only), progress=progress)
+    heads = dataset_heads(dataset, present_only)
+    predict = None
+    if not tta.is_plain(scales, flip):
+        deploy = build(model, "deploy", dataset=dataset, width=width, size=(64, 64))
+        deploy_net = net_from_param(deploy, weights=caffemodel, warn=False)
+        run = tta.deploy_runner(deploy_net, deploy, dataset.input_variant(model.inputs).names,
+                                [h[0] for h in heads], max_pixels)
+
+        def predict(inputs):
+            return tta.augmented_scores(run, inputs, scales, flip)
+    images = ImageTally.for_dataset(dataset, gallery) if gallery else None
+    results = score_net(net, n_iter, heads, progress=progress, predict=predict, images=images)
     results["split"] = split
+    if predict:
+        results["tta"] = {"scales": list(scales), "flip": bool(flip)}
+    if images:
+        results["galleries"] = {h.label: images.galleries["score" + h.suffix] for h in dataset.heads}
     return results
