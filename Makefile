@@ -114,8 +114,12 @@ define cuda_venv
 test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV) && \
   $(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 endef
-cuda-check: cuda-build
-	@$(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
+# The suite runs in the build's own shell: its tests read CAFFE_BUILD_FLAGS,
+# CUDA_DIR, CUDA_ARCH_BIN and CAFFE_CACHE (which build they are checking).
+cuda-check: deps
+	@$(cuda_venv)
+	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	  $(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
 
 # cuda-check's compile alone (what `make distro-check` runs in its Debian 13 root).
 cuda-build: deps

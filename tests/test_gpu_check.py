@@ -117,38 +117,6 @@ def test_a_part_cut_short_by_its_budget_says_so(tmp_path):
     assert "CUT SHORT" in table
 
 
-NO_CAFFE_PYTHON = """#!/bin/sh
-# an interpreter with torch and numpy, but neither caffe nor protobuf
-exec {python} -c '
-import runpy, sys
-for name in ("caffe", "google", "google.protobuf"):
-    sys.modules[name] = None                       # any import of them fails
-assert sys.argv[1:3] == ["-m", "bench.torch_ref"], sys.argv
-sys.argv = ["bench.torch_ref"] + sys.argv[3:]
-runpy.run_module("bench.torch_ref", run_name="__main__", alter_sys=True)
-' "$@"
-"""
-
-
-def test_the_torch_column_runs_in_an_interpreter_without_caffe(tmp_path):
-    """The host's PyTorch has no caffe and perhaps another protobuf: the net
-    reaches it as a JSON layer list and an .npz, and its output matches
-    Caffe's (torch on the CPU here; on the GPU machine it is cuda:N)."""
-    python = tmp_path / "torch-python"
-    python.write_text(NO_CAFFE_PYTHON.format(python=sys.executable))
-    python.chmod(0o755)
-    out = run("--parts", "bench", "--results", str(tmp_path), "--models", "voc-fcn-alexnet",
-              "--size", "48x64", "--runs", "1", "--torch-python", str(python),
-              "--torch-device", "cpu")
-    assert out.returncode == 1, out.stderr                  # Caffe's GPU rows need a GPU
-    _, record = read_results(tmp_path / "bench.txt")
-    torch_row = next(r for r in record["rows"] if r["engine"].startswith("PyTorch"))
-    assert torch_row["device"] == "cpu" and torch_row["ms"] > 0, torch_row
-    assert torch_row["tf32"] is False and torch_row["cudnn_benchmark"] is False
-    assert torch_row["max_rel_diff_vs_caffe"] < 1e-4
-    assert torch_row["status"].startswith("ok on cpu; Caffe's side needs a GPU")
-
-
 def test_demo_reference_is_read_from_the_readme_section(tmp_path):
     from demo.robustness import README_BEGIN, README_END
     readme = tmp_path / "README.md"
