@@ -114,17 +114,20 @@ define cuda_venv
 test -x $(CUDA_VENV)/bin/python || $(PYTHON_SYS) -m venv $(CUDA_VENV) && \
   $(CUDA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 endef
+# cuda-check's build (sm_90), for every target that needs it; what follows it with
+# && runs in the same shell, with the build's CUDA_DIR, CAFFE_CACHE and flags set.
+check_build = $(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check)
 # The suite runs in the build's own shell: its tests read CAFFE_BUILD_FLAGS,
 # CUDA_DIR, CUDA_ARCH_BIN and CAFFE_CACHE (which build they are checking).
 cuda-check: deps
 	@$(cuda_venv)
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	@$(check_build) && \
 	  $(CUDA_VENV)/bin/python -m pytest -q tests -m 'not slow and not onnx' $(NO_EXTRAS_ARGS)
 
 # cuda-check's compile alone (what `make distro-check` runs in its Debian 13 root).
 cuda-build: deps
 	@$(cuda_venv)
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check)
+	@$(check_build)
 
 # The relocatable GPU kit (docs/gpu-kit.md): the cuda-check build (same toolkit,
 # patched source and flags as `make install CUDA=1`, sm_90), Caffe's gtests, a
@@ -133,12 +136,12 @@ cuda-build: deps
 # build (.venv) as reference. Both are cached: a second run takes seconds.
 gpu-kit: deps
 	@$(cuda_venv)
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	@$(check_build) && \
 	  bash kit/build.sh
 
 kit-check: install deps
 	@$(cuda_venv)
-	@$(call cuda_build,$(CURDIR)/$(CUDA_VENV)/bin/python,$(CHECK_ARCHS),caffe-cuda-check) && \
+	@$(check_build) && \
 	  bash kit/build.sh >/dev/null && PY=$(PY) bash kit/check.sh
 
 # CI's check of today's Debian (docs/platforms.md): in a debootstrapped Debian 13
