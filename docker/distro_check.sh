@@ -55,10 +55,13 @@ set -euo pipefail
 cd /root/fcn
 . /etc/os-release
 echo "[distro_check] $PRETTY_NAME, $(python3 --version)" >&2
+# Ubuntu's Chromium is a snap, and a chroot has no snapd: its browser test is left out.
+args=(BENCH_DEPS=0)
+if [ "$ID" = ubuntu ]; then args+=(BROWSER_TESTS=0); fi
 for target in $DISTRO_STEPS; do
   s=$(date +%s)
-  echo "[distro_check] make $target BENCH_DEPS=0" >&2
-  make "$target" BENCH_DEPS=0
+  echo "[distro_check] make $target ${args[*]}" >&2
+  make "$target" "${args[@]}"
   echo "[distro_check] make $target: done in $(( $(date +%s) - s )) s" >&2
   if [ "$target" = install ]; then
     echo "[distro_check] $(gcc --version | head -1); $(protoc --version);" \

@@ -19,6 +19,14 @@ detect_platform() {
   platform_name=${PRETTY_NAME:-"no $file"}
 }
 
+# as_root WHAT CMD...: CMD as root, through sudo when not root.
+as_root() {
+  local what=$1; shift
+  if [ "$(id -u)" -eq 0 ]; then "$@"; return; fi
+  command -v sudo >/dev/null || { echo "[install_deps] ERROR: need root (or sudo) to $what" >&2; exit 1; }
+  sudo "$@"
+}
+
 detect_platform
 if [ -n "${FCN_PLATFORM:-}" ]; then platform=$FCN_PLATFORM platform_name="FCN_PLATFORM=$FCN_PLATFORM"; fi
 case "$platform" in
@@ -35,9 +43,31 @@ libboost-system${boost}-dev libboost-thread${boost}-dev libboost-filesystem${boo
 libboost-python${boost}-dev libboost-regex${boost}-dev libprotobuf-dev protobuf-compiler
 libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev libgtest-dev patch"
 # --test: instead, what the test suite needs beyond the build (`make test`, `make
-# test-fast`): Debian's chromium, in which tests render report.html headless.
+# test-fast`): a Chromium, in which tests render report.html headless. Debian
+# packages it; Ubuntu 24.04 ships it only as a snap (its chromium-browser deb
+# is a wrapper that installs the snap), which containers and chroots lack.
 WHAT=build
-if [ "${1:-}" = "--test" ]; then PKGS="chromium"; WHAT=test; fi
+if [ "${1:-}" = "--test" ]; then
+  WHAT=test PKGS="chromium"
+  if [ -n "${FCN_CHROMIUM:-}" ]; then
+    [ -x "$FCN_CHROMIUM" ] || { echo "[install_deps] ERROR: FCN_CHROMIUM=$FCN_CHROMIUM is not an executable file" >&2; exit 1; }
+    echo "[install_deps] all test packages present (Chromium: FCN_CHROMIUM=$FCN_CHROMIUM)"
+    exit 0
+  fi
+  if [ "${platform%%-*}" = ubuntu ]; then
+    if found=$(PATH="$PATH:/snap/bin" command -v chromium); then
+      echo "[install_deps] all test packages present ($platform: Chromium at $found)"
+      exit 0
+    fi
+    if command -v snap >/dev/null && snap list >/dev/null 2>&1; then
+      echo "[install_deps] installing ($platform): the chromium snap"
+      as_root "snap install chromium" snap install chromium
+      exit 0
+    fi
+    echo "[install_deps] ERROR: $platform_name ships Chromium only as a snap and snapd is not running here (a container or chroot?); the report.html browser test needs one: set FCN_CHROMIUM=/path/to/chromium (or Chrome), or leave that test out with 'make test BROWSER_TESTS=0'" >&2
+    exit 1
+  fi
+fi
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,11 +77,6 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "[install_deps] installing ($platform): ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "[install_deps] ERROR: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
-fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+as_root "apt-get install ${missing[*]}" apt-get update -qq
+as_root "apt-get install ${missing[*]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -2,6 +2,7 @@
 install_deps.sh's platform check, and pycaffe's numpy-facing code on the
 numpy this Python pins (1.26 on 3.11, 2.2 on 3.12 and 3.13)."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -103,3 +104,57 @@ def test_install_deps_knows_this_machine():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "all build packages present" in out.stdout
+
+
+UBUNTU_2404 = 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'
+
+
+def bare_path(tmp_path):
+    """A PATH holding `id` alone (no chromium, no snap)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "id").symlink_to(shutil.which("id"))
+    return str(bindir)
+
+
+def run_install_deps_test(tmp_path, os_release, **env):
+    release = tmp_path / "os-release"
+    release.write_text(os_release)
+    return subprocess.run(["/bin/bash", os.path.join(ROOT, "docker", "install_deps.sh"), "--test"],
+                          env=dict(os.environ, FCN_OS_RELEASE=str(release), **env),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_test_deps_on_ubuntu_without_snapd_names_the_ways_out_in_one_line(tmp_path):
+    out = run_install_deps_test(tmp_path, UBUNTU_2404, PATH=bare_path(tmp_path))
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "only as a snap" in lines[0] and "FCN_CHROMIUM" in lines[0] and "BROWSER_TESTS=0" in lines[0]
+
+
+def test_test_deps_on_ubuntu_take_a_chromium_on_path_or_named(tmp_path):
+    path = bare_path(tmp_path)
+    fake = tmp_path / "bin" / "chromium"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    out = run_install_deps_test(tmp_path, UBUNTU_2404, PATH=path)
+    assert out.returncode == 0 and "Chromium at" in out.stdout, out.stderr
+    out = run_install_deps_test(tmp_path, UBUNTU_2404, FCN_CHROMIUM=str(fake))
+    assert out.returncode == 0 and f"FCN_CHROMIUM={fake}" in out.stdout
+    out = run_install_deps_test(tmp_path, UBUNTU_2404, FCN_CHROMIUM=str(tmp_path / "none"))
+    assert out.returncode == 1 and "is not an executable file" in out.stderr
+
+
+@pytest.mark.parametrize("make_vars, marks, test_deps", [
+    ([], "-m 'not slow'", True),
+    (["BROWSER_TESTS=0"], "-m 'not slow and not browser'", False),
+    (["BENCH_DEPS=0", "BROWSER_TESTS=0"], "-m 'not slow and not onnx and not browser'", False),
+])
+def test_make_test_fast_leaves_out_what_the_flags_name(make_vars, marks, test_deps):
+    out = subprocess.run(["make", "-n", "--no-print-directory", "test-fast", *make_vars], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pytest_line = [line for line in out.stdout.splitlines() if "-m pytest" in line]
+    assert len(pytest_line) == 1 and pytest_line[0].split("tests ", 1)[1].startswith(marks), pytest_line
+    assert ("install_deps.sh --test" in out.stdout) == test_deps

@@ -174,11 +174,20 @@ def test_cli_writes_the_report_with_curves(tmp_path):
 
 # ------------------------------------------------------------------ in a browser
 
+def chromium_executable():
+    """FCN_CHROMIUM, else `chromium` on PATH (Debian's package, or Ubuntu's
+    snap under /snap/bin): the one docker/install_deps.sh --test provides."""
+    exe = os.environ.get("FCN_CHROMIUM") or shutil.which(
+        "chromium", path=os.environ.get("PATH", "") + os.pathsep + "/snap/bin")
+    assert exe, ("chromium is not installed: `make test-deps` (docker/install_deps.sh --test) installs it, "
+                 "FCN_CHROMIUM names another; BROWSER_TESTS=0 leaves this test out")
+    return exe
+
+
 def chromium(*args, profile):
-    """Headless Debian chromium with the network off (its own network
-    namespace where unshare works, and no name resolution in any case)."""
-    exe = shutil.which("chromium")
-    assert exe, "chromium is not installed: `make test-deps` (docker/install_deps.sh --test) installs it"
+    """Headless Chromium with the network off (its own network namespace
+    where unshare works, and no name resolution in any case)."""
+    exe = chromium_executable()
     offline = ["unshare", "-n"] if subprocess.run(["unshare", "-n", "true"],
                                                   capture_output=True).returncode == 0 else []
     cmd = offline + [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -191,6 +200,7 @@ CHECK = ("<script>window.addEventListener('load', () => { document.body.setAttri
          "Array.from(document.images).map(i => i.naturalWidth).join(',')); });</script></body>")
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium_with_every_image_loaded(tmp_path):
     scores, gallery, _ = scored_run()
     out = tmp_path / "report"
