@@ -152,8 +152,11 @@ def test_test_deps_on_ubuntu_take_a_chromium_on_path_or_named(tmp_path):
     (["BENCH_DEPS=0", "BROWSER_TESTS=0"], "-m 'not slow and not onnx and not browser'", False),
 ])
 def test_make_test_fast_leaves_out_what_the_flags_name(make_vars, marks, test_deps):
+    # not the flags of a make this suite may run under (MAKEFLAGS carries them down)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "BENCH_DEPS", "BROWSER_TESTS")}
     out = subprocess.run(["make", "-n", "--no-print-directory", "test-fast", *make_vars], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+                         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     pytest_line = [line for line in out.stdout.splitlines() if "-m pytest" in line]
     assert len(pytest_line) == 1 and pytest_line[0].split("tests ", 1)[1].startswith(marks), pytest_line
