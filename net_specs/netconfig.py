@@ -33,6 +33,8 @@ class NetConfig:
         """A NetConfig from a model name, a Model (on its own dataset unless
         `dataset` is given) or another NetConfig, with `settings` replaced."""
         if isinstance(net, NetConfig):
+            if settings.get("dataset", net) is None:
+                del settings["dataset"]           # None: the record's own, as for a Model
             return replace(net, **settings) if settings else net
         model = get_model(net) if isinstance(net, str) else net
         if settings.get("dataset") is None:
@@ -42,6 +44,12 @@ class NetConfig:
     @property
     def name(self) -> str:
         return self.model.name
+
+    def with_val_split(self, split: Optional[str]) -> "NetConfig":
+        """The record scoring `split` instead of the dataset's val split (None: as is)."""
+        if not split:
+            return self
+        return replace(self, dataset=replace(self.dataset, val=replace(self.dataset.val, split=split)))
 
     def data_root(self, source) -> str:
         """Where `source` (dataset.train or .val) is read: `root`, else its own."""

@@ -50,11 +50,12 @@ def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=
 
 def resolve_args(args, name=None):
     """The NetConfig of args.model (or `name`) and the flags of
-    common.cli.add_model_args (and solve's --workers / --queue-depth): the
-    one place where those flags become a record."""
+    common.cli.add_model_args (and solve's --workers / --queue-depth, score's
+    --split): the one place where those flags become a record."""
     model, dataset = resolve(name or args.model, getattr(args, "dataset", None), args.classes,
                              args.mean, class_names=getattr(args, "class_names", None),
                              root=getattr(args, "root", None))
-    return NetConfig(model, dataset, width=getattr(args, "width", 1.0),
-                     root=getattr(args, "root", None), workers=getattr(args, "workers", None),
-                     queue_depth=getattr(args, "queue_depth", None))
+    net = NetConfig(model, dataset, width=getattr(args, "width", 1.0),
+                    root=getattr(args, "root", None), workers=getattr(args, "workers", None),
+                    queue_depth=getattr(args, "queue_depth", None))
+    return net.with_val_split(getattr(args, "split", None))

@@ -329,7 +329,7 @@ def test_score_model_whole_split(colour_setup):
 
 def test_score_model_reports_loss(colour_setup):
     model, dataset, weights, root = colour_setup
-    result = score.score_model(NetConfig(model, dataset, width=1 / 16), weights, split="small")
+    result = score.score_model(NetConfig(model, dataset, width=1 / 16).with_val_split("small"), weights)
     assert result["n_iter"] == 1 and result["split"] == "small"
     assert set(result["losses"]) == {"loss"}
     assert result["loss"] == pytest.approx(0, abs=1e-3)        # red_all2 is scored right by far

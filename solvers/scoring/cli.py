@@ -128,7 +128,7 @@ def score_cli(args):
         check_file(args.out, [("--weights", args.weights), ("--curves", args.curves)],
                    data_dirs=[("dataset directory", net.data_root(dataset.val))])
     set_device(args.gpu)
-    results = score_model(net, args.weights, args.split,
+    results = score_model(net, args.weights,
                           present_only=False if args.all_classes else None,
                           progress=_progress_printer(args.every),
                           scales=args.scales, flip=args.flip, gallery=GALLERY_SIZE if args.out else 0)

@@ -41,7 +41,7 @@ def evaluate(released, net=None, weights_dir=DIRECTORY, progress=None,
     net = net or NetConfig.of(released.model)
     dataset = net.dataset
     split, paper_images = released.split
-    results = score_model(net, path, split=split, progress=progress, scales=scales, flip=flip,
+    results = score_model(net.with_val_split(split), path, progress=progress, scales=scales, flip=flip,
                           gallery=GALLERY_SIZE if report_dir else 0)
     if report_dir:
         write_scores(os.path.join(report_dir, "scores.json"),

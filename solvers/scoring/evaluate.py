@@ -1,7 +1,6 @@
 """Scoring nets: forward a val net over a split, confusion matrices per
 head, the papers' metrics (solvers.scoring.metrics) and the mean losses."""
 import os
-from dataclasses import replace
 
 import numpy as np
 
@@ -149,10 +148,10 @@ def split_size(net, dataset, root, split):
                      f"no split file among {', '.join(candidates)}")
 
 
-def score_model(net, weights, split=None, present_only=None, progress=None, n_iter=None,
+def score_model(net, weights, present_only=None, progress=None, n_iter=None,
                 scales=tta.PLAIN, flip=False, gallery=0, max_pixels=DEFAULT_MAX_PIXELS):
     """Build the val net of `net` (a NetConfig: model, dataset, width, data
-    root; or a model name) with `split` for the dataset's val split, load
+    root, NetConfig.with_val_split for another split; or a model name), load
     `weights` and score the whole split. `present_only=None`: each head as
     its record says (Head.present_only: SIFT Flow's semantic head); True or
     False: every head so. `scales`/`flip`: test-time augmentation (solvers.inference.tta)
@@ -161,8 +160,6 @@ def score_model(net, weights, split=None, present_only=None, progress=None, n_it
     per_image.Gallery} of that many worst and best images). Returns
     score_net's dict plus "split"."""
     net = NetConfig.of(net)
-    if split:
-        net = replace(net, dataset=replace(net.dataset, val=replace(net.dataset.val, split=split)))
     model, dataset = net.model, net.dataset
     split = dataset.val.split
     root = net.data_root(dataset.val)
