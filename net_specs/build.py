@@ -4,6 +4,7 @@ Data flows one way: dataset record -> data layer (or Input) -> trunk ->
 head -> loss. The three phases differ only in the first and last steps.
 """
 import json
+
 import caffe
 from caffe import layers as L, params as P
 
@@ -21,7 +22,8 @@ DEPLOY_SIZE = (500, 500)
 
 def data_param_str(net: NetConfig, phase: str):
     """The JSON param_str of the Python data layer (parsed, never eval'd);
-    `workers` / `queue_depth` None leave the layer's defaults (layers.reader)."""
+    the record's `workers` / `queue_depth` None leave the layer's defaults
+    (layers.reader)."""
     dataset = net.dataset
     source = dataset.train if phase == "train" else dataset.val
     params = dict(root=net.data_root(source), split=source.split, mean=list(dataset.mean),
