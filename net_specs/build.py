@@ -13,7 +13,7 @@ from common.errors import InputError
 from . import trunks
 from .datasets import Dataset
 from .heads import fcn_head, score_layer, skip_head
-from .models import INPUT_CHANNELS, Model, input_variant
+from .models import INPUT_CHANNELS, Model
 from .netconfig import NetConfig
 
 PHASES = ("train", "val", "deploy")
@@ -32,7 +32,7 @@ def data_param_str(net: NetConfig, phase: str):
                   if v is not None)
     params.update(source.params)
     params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
-    inputs = input_variant(net.model, dataset)
+    inputs = net.inputs
     if inputs.layer_tops:
         params["tops"] = list(inputs.layer_tops) + [h.label for h in dataset.heads]
     params.update((k, list(v)) for k, v in dataset.extra_means)
@@ -42,7 +42,7 @@ def data_param_str(net: NetConfig, phase: str):
 def add_inputs(n, net: NetConfig, phase: str, size=DEPLOY_SIZE):
     """Python data layer (train/val) or Input layers (deploy); returns image tops."""
     dataset = net.dataset
-    names = input_variant(net.model, dataset).names
+    names = net.inputs.names
     if phase == "deploy":
         for name in names:
             n[name] = L.Input(shape=dict(dim=[1, INPUT_CHANNELS[name], size[0], size[1]]))
@@ -78,7 +78,7 @@ def build(net, phase: str, *, size=DEPLOY_SIZE, **settings) -> caffe.proto.caffe
     trunk = trunks.get_trunk(model.trunk)
     images = add_inputs(n, net, phase, size)
 
-    inputs = input_variant(model, dataset)
+    inputs = net.inputs
     if model.streams:
         build_late_fusion(n, model, dataset, images, net.width)
     else:

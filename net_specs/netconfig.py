@@ -13,7 +13,7 @@ from typing import Optional, Union
 
 from common.seed import SEED
 
-from .datasets import Dataset
+from .datasets import Dataset, Inputs
 from .models import Model, get_model
 
 
@@ -44,6 +44,11 @@ class NetConfig:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def inputs(self) -> Inputs:
+        """The input variant the model reads from the dataset (NYUD: color, HHA, ...)."""
+        return self.dataset.input_variant(self.model.inputs)
 
     def with_val_split(self, split: Optional[str]) -> "NetConfig":
         """The record scoring `split` instead of the dataset's val split (None: as is)."""

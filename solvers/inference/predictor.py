@@ -159,7 +159,7 @@ class Predictor:
         or a model name) and load `weights` safely."""
         net = NetConfig.of(net)
         model, dataset = net.model, net.dataset
-        inputs = dataset.input_variant(model.inputs)
+        inputs = net.inputs
         if tuple(inputs.names) != ("data",):
             raise InferError(f"{model.name} takes inputs {', '.join(inputs.names)}; inference from "
                              "image files supports single-image (`data`) models only")

@@ -160,7 +160,7 @@ def score_model(net, weights, present_only=None, progress=None, n_iter=None,
     per_image.Gallery} of that many worst and best images). Returns
     score_net's dict plus "split"."""
     net = NetConfig.of(net)
-    model, dataset = net.model, net.dataset
+    dataset = net.dataset
     split = dataset.val.split
     root = net.data_root(dataset.val)
     caffemodel = Caffemodel(weights)          # fail fast, before any data is read
@@ -181,7 +181,7 @@ def score_model(net, weights, present_only=None, progress=None, n_iter=None,
     if not tta.is_plain(scales, flip):
         deploy = build(net, "deploy", size=(64, 64))
         deploy_net = net_from_param(deploy, weights=caffemodel, warn=False)
-        run = tta.deploy_runner(deploy_net, deploy, dataset.input_variant(model.inputs).names,
+        run = tta.deploy_runner(deploy_net, deploy, net.inputs.names,
                                 [h[0] for h in heads], max_pixels)
 
         def predict(inputs):
