@@ -56,14 +56,14 @@ def timed_data_layer(run):
 def measure(gpu, iters, width=1.0, images=24, size=(H, W), budget_s=60.0):
     """Train `iters` timed iterations in this process (call it in a child)."""
     import caffe  # noqa: F401  (a clear import error before set_mode)
-    from net_specs import get_model
+    from net_specs import NetConfig
     from solvers.training.run import Run, data_layer
     started = time.monotonic()
     common.set_mode(gpu)
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
         dataset = fixture_dataset(os.path.join(tmp, "VOC"), images, size)
-        run = Run.open(get_model(MODEL), out_dir=os.path.join(tmp, "run"), width=width,
-                       dataset=dataset, snapshot_every=NEVER)
+        net = NetConfig.of(MODEL, dataset=dataset, width=width)
+        run = Run.open(net, out_dir=os.path.join(tmp, "run"), snapshot_every=NEVER)
         run.commit()
         common.fill_random(run.solver.net)
         waits = timed_data_layer(run)
@@ -80,7 +80,7 @@ def measure(gpu, iters, width=1.0, images=24, size=(H, W), budget_s=60.0):
         row = dict(model=MODEL, device="cpu" if gpu is None else f"gpu{gpu}", width=width,
                    image=f"{size[0]}x{size[1]}", images=images, iters=done, asked=iters,
                    warmup=WARMUP, cut_short=done < iters, setup_s=setup_s,
-                   loss=run.loss(), workers=run.workers)
+                   loss=run.loss(), workers=run.net.workers)
         if done:
             row.update(ms_per_iter=1e3 * total / done, data_wait_share=sum(waits) / total,
                        data_wait_ms=1e3 * sum(waits) / done)

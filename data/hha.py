@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from common.atomic import atomic_write
 from common.cli import run_cli
+from common.outputs import check_dir
 from common.errors import InputError, UserError
 from common.palette import png_bytes
 from layers.io import DataError, read_gray, read_mat, read_split
@@ -269,9 +270,16 @@ def write_hha(path, image):
 
 
 def main_body(args):
+    if args.nyud and args.inputs:
+        raise UserError("give depth files/folders or --nyud ROOT --split NAME, not both")
+    if not args.nyud and not (args.inputs and args.out):
+        raise UserError("give depth files or folders and --out DIR (or --nyud ROOT --split NAME)")
+    # before any depth is read: an HHA PNG must never replace a depth input of the same name
+    inputs = [("depth", path) for path in args.inputs]
     if args.nyud:
-        if args.inputs:
-            raise UserError("give depth files/folders or --nyud ROOT --split NAME, not both")
+        inputs.append(("--nyud", os.path.join(args.nyud, "data", "depth")))
+    check_dir(args.out or os.path.join(args.nyud, "data", "hha"), inputs)
+    if args.nyud:
         jobs = [(src, os.path.join(args.out, os.path.basename(dst)) if args.out else dst)
                 for src, dst in nyud_jobs(args.nyud, args.split)]
         for src, dst in jobs:
@@ -279,8 +287,6 @@ def main_body(args):
                 write_hha(dst, hha(depth, args.intrinsics))
         print(f"wrote {len(jobs)} HHA images for {args.nyud} {args.split}", file=sys.stderr)
         return 0
-    if not args.inputs or not args.out:
-        raise UserError("give depth files or folders and --out DIR (or --nyud ROOT --split NAME)")
     paths = depth_inputs(args.inputs)
     stems = {}
     for path in paths:                  # a.png and a.mat (or a_0001.png) would write one file

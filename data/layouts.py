@@ -55,6 +55,18 @@ def _rgb(rng, size):
     return rng.randint(0, 256, size + (3,)).astype(np.uint8)
 
 
+def _images(items, seed, folder, ext=".jpg", quality=95):
+    """Write each example's random RGB image into `folder` as <id><ext> (a
+    JPEG at `quality`, None: PIL's default); yield (id, size, rng), the rng
+    past the image, for the example's labels."""
+    _mkdirs(folder)
+    for k, (i, size) in enumerate(items):
+        rng = _rng(seed, k)
+        image = Image.fromarray(_rgb(rng, size))
+        image.save(os.path.join(folder, i + ext), **({"quality": quality} if quality else {}))
+        yield i, size, rng
+
+
 def _palette_png(path, label):
     im = Image.fromarray(label.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().ravel().tolist())
@@ -71,10 +83,8 @@ def _voc_label(rng, size, n_classes):
 def write_voc(root, ids_sizes, n_classes=21, seed=0, split="train"):
     """A VOC20xx dir: JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/<split>.txt."""
     items = _items(ids_sizes)
-    _mkdirs(os.path.join(root, "JPEGImages"), os.path.join(root, "SegmentationClass"))
-    for k, (i, size) in enumerate(items):
-        rng = _rng(seed, k)
-        Image.fromarray(_rgb(rng, size)).save(os.path.join(root, "JPEGImages", i + ".jpg"), quality=95)
+    _mkdirs(os.path.join(root, "SegmentationClass"))
+    for i, size, rng in _images(items, seed, os.path.join(root, "JPEGImages")):
         _palette_png(os.path.join(root, "SegmentationClass", i + ".png"), _voc_label(rng, size, n_classes))
     _write_split(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"), items)
     return root
@@ -83,10 +93,8 @@ def write_voc(root, ids_sizes, n_classes=21, seed=0, split="train"):
 def write_sbdd(root, ids_sizes, n_classes=21, seed=0, split="train"):
     """An SBD `dataset` dir: img/*.jpg, cls/*.mat (struct GTcls), <split>.txt."""
     items = _items(ids_sizes)
-    _mkdirs(os.path.join(root, "img"), os.path.join(root, "cls"))
-    for k, (i, size) in enumerate(items):
-        rng = _rng(seed, k)
-        Image.fromarray(_rgb(rng, size)).save(os.path.join(root, "img", i + ".jpg"), quality=95)
+    _mkdirs(os.path.join(root, "cls"))
+    for i, size, rng in _images(items, seed, os.path.join(root, "img")):
         seg = rng.randint(0, n_classes, size).astype(np.uint8)
         present = np.unique(seg[seg > 0]).astype(np.uint8)
         boundaries = np.empty((n_classes - 1, 1), dtype=object)
@@ -125,9 +133,7 @@ def write_siftflow(root, ids_sizes, seed=0, split="trainval"):
     items = _items(ids_sizes)
     dirs = {kind: os.path.join(root, kind, SIFTFLOW_SUBDIR) for kind in ("Images", "SemanticLabels", "GeoLabels")}
     _mkdirs(*dirs.values())
-    for k, (i, size) in enumerate(items):
-        rng = _rng(seed, k)
-        Image.fromarray(_rgb(rng, size)).save(os.path.join(dirs["Images"], i + ".jpg"), quality=95)
+    for i, size, rng in _images(items, seed, dirs["Images"]):
         sem = rng.randint(0, 34, size).astype(np.float64)          # MATLAB double
         geo = rng.randint(-1, 4, size).astype(np.int16)
         scipy.io.savemat(os.path.join(dirs["SemanticLabels"], i + ".mat"), {"S": sem, "names": np.array(["x"])})
@@ -148,7 +154,7 @@ def write_pascalcontext(root, voc_root, ids_sizes, seed=0, split="train"):
     The 59 classes sit at scattered labels.txt ids (`context_label_ids`).
     Returns (root, voc_root)."""
     items = _items(ids_sizes)
-    _mkdirs(os.path.join(root, "trainval"), os.path.join(voc_root, "JPEGImages"))
+    _mkdirs(os.path.join(root, "trainval"))
     ids59 = context_label_ids(seed)
     full = {int(j): f"thing{j}" for j in range(1, N_CONTEXT_FULL + 1)}
     for name, j in zip(CONTEXT59_NAMES, ids59):
@@ -157,9 +163,7 @@ def write_pascalcontext(root, voc_root, ids_sizes, seed=0, split="train"):
         f.writelines(f"{j}: {full[j]}\n" for j in sorted(full))
     with open(os.path.join(root, "59_labels.txt"), "w") as f:
         f.writelines(f"{c}: {name}\n" for c, name in enumerate(CONTEXT59_NAMES, 1))
-    for k, (i, size) in enumerate(items):
-        rng = _rng(seed, k)
-        Image.fromarray(_rgb(rng, size)).save(os.path.join(voc_root, "JPEGImages", i + ".jpg"), quality=95)
+    for i, size, rng in _images(items, seed, os.path.join(voc_root, "JPEGImages")):
         pool = np.concatenate([ids59, [0, 1, 2, 3, N_CONTEXT_FULL]])   # mapped, unmapped, unlabelled
         label_map = rng.choice(pool, size).astype(np.uint16)
         scipy.io.savemat(os.path.join(root, "trainval", i + ".mat"), {"LabelMap": label_map})
@@ -171,10 +175,8 @@ def write_folder(root, ids_sizes, n_classes=5, seed=0, split="train", ext=".png"
     """The custom layout: images/<id><ext> (.png or .jpg), labels/<id>.png
     (greyscale class ids, 255 void), <split>.txt."""
     items = _items(ids_sizes)
-    _mkdirs(os.path.join(root, "images"), os.path.join(root, "labels"))
-    for k, (i, size) in enumerate(items):
-        rng = _rng(seed, k)
-        Image.fromarray(_rgb(rng, size)).save(os.path.join(root, "images", i + ext))
+    _mkdirs(os.path.join(root, "labels"))
+    for i, size, rng in _images(items, seed, os.path.join(root, "images"), ext, quality=None):
         Image.fromarray(_voc_label(rng, size, n_classes).astype(np.uint8), mode="L").save(
             os.path.join(root, "labels", i + ".png"))
     _write_split(os.path.join(root, split + ".txt"), items)

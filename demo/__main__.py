@@ -26,7 +26,7 @@ import numpy as np
 import caffe
 from google.protobuf import text_format
 
-from net_specs import classifier, get_model
+from net_specs import NetConfig, classifier, get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from common.atomic import atomic_write
 from common.cli import add_device_args, set_device
@@ -175,10 +175,11 @@ def main(argv=None):
     for stage in STAGES:
         t0 = time.time()
         iters, lr = plan[stage]
-        model = replace(get_model(stage), name=f"demo-{stage}")
-        run = Run.open(model, out_dir=os.path.join(args.out, stage), width=WIDTH, dataset=dataset,
-                       solver_overrides=dict(FCN_SOLVER, base_lr=lr, max_iter=iters), snapshot_every=max(iters, 1),
-                       seed=args.seed)
+        net = NetConfig(replace(get_model(stage), name=f"demo-{stage}"), dataset, width=WIDTH,
+                        seed=args.seed)
+        run = Run.open(net, out_dir=os.path.join(args.out, stage),
+                       solver_overrides=dict(FCN_SOLVER, base_lr=lr, max_iter=iters),
+                       snapshot_every=max(iters, 1))
         run.init_from(weights)
         final = run.train(iters, score_every=max(iters // 2, 1), display=max(iters // 10, 1))
         results[stage] = run.read_metrics()[-1]
@@ -189,8 +190,8 @@ def main(argv=None):
 
     log("[demo] 4/4 predictions")
     t0 = time.time()
-    save_predictions(args.out, dataset, WIDTH, weights[0], log)
-    save_report(args.out, model, dataset, WIDTH, weights[0],
+    save_predictions(args.out, net, weights[0], log)
+    save_report(args.out, net, weights[0],
                 read_metrics(os.path.join(args.out, STAGES[-1], "metrics.jsonl")), log)
     seconds["predictions"] = time.time() - t0
     seconds["total"] = time.time() - t_start

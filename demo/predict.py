@@ -1,6 +1,7 @@
-"""The demo's prediction images, made by the same command users run
-(`python -m solvers.infer`), plus a grid of image | truth | prediction, and
-the final model's report.html (solvers.report_html)."""
+"""The demo's prediction images, made by the library `python -m
+solvers.infer` runs (Predictor and its batch loop, on the final stage's
+NetConfig), plus a grid of image | truth | prediction, and the final
+model's report.html (solvers.scoring.report_html)."""
 import io
 import os
 
@@ -8,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import atomic_write
-from solvers.inference import cli as infer
+from solvers.inference.batch import run as segment_images
+from solvers.inference.predictor import Predictor
 from solvers.scoring.cli import to_json, write_scores
 from solvers.scoring.evaluate import score_model
 from solvers.scoring.per_image import GALLERY_SIZE
@@ -17,20 +19,16 @@ from common.palette import colorize, voc_palette
 N_SHOWN = 6
 
 
-def save_predictions(out, dataset, width, weights, log, n=N_SHOWN):
-    """Segment the first `n` val images with the FCN-8s weights; returns the grid path."""
-    root = dataset.val.root
-    with open(os.path.join(root, "ImageSets", "Segmentation", dataset.val.split + ".txt")) as f:
+def save_predictions(out, net, weights, log, n=N_SHOWN):
+    """Segment the first `n` val images with the FCN-8s weights (`net`: its
+    NetConfig); returns the grid path."""
+    root = net.dataset.val.root
+    with open(os.path.join(root, "ImageSets", "Segmentation", net.dataset.val.split + ".txt")) as f:
         ids = f.read().split()[:n]
     images = [os.path.join(root, "JPEGImages", i + ".jpg") for i in ids]
     pred_dir = os.path.join(out, "predictions")
-    head = dataset.heads[0]
-    argv = ["fcn8s", weights, *images, "--out", pred_dir, "--cpu", "--width", str(width),
-            "--classes", str(head.n_classes), "--mean", ",".join(map(str, dataset.mean)),
-            "--class-names", ",".join(head.class_names)]
-    log("[demo] python -m solvers.infer " + " ".join(argv))
-    if infer.main(argv) != 0:
-        raise RuntimeError("solvers.infer failed on the demo's val images")
+    log(f"[demo] segmenting {len(images)} val images into {pred_dir}/ (as solvers.infer does)")
+    segment_images(Predictor.from_model(net, weights), images, pred_dir)
     palette = voc_palette()
     rows = []
     for ident, path in zip(ids, images):
@@ -47,13 +45,13 @@ def save_predictions(out, dataset, width, weights, log, n=N_SHOWN):
     return path
 
 
-def save_report(out, model, dataset, width, weights, curves, log):
-    """Score the final FCN-8s on val once more, keeping each image's result,
-    and write report/scores.json and report/report.html (with the FCN-8s
-    stage's curves); returns the page's path."""
-    results = score_model(model, dataset, weights, width=width, gallery=GALLERY_SIZE)
+def save_report(out, net, weights, curves, log):
+    """Score the final FCN-8s (`net`: its NetConfig) on val once more, keeping
+    each image's result, and write report/scores.json and report/report.html
+    (with the FCN-8s stage's curves); returns the page's path."""
+    results = score_model(net, weights, gallery=GALLERY_SIZE)
     path = os.path.join(out, "report", "scores.json")
-    write_scores(path, to_json(results, model, dataset, weights, results["split"]), results["galleries"],
+    write_scores(path, to_json(results, net, weights, results["split"]), results["galleries"],
                  curves)
     page = os.path.join(out, "report", "report.html")
     log(f"[demo] evaluation report (metrics, per-class IU, confusion, curves, worst/best images): {page}")

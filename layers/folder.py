@@ -6,13 +6,12 @@ indices (a colour RGB label image is refused: its colours are not ids).
 import os
 
 from .base import SegDataLayer
-from .io import read_gray
-from .reader import Reader
+from .reader import PngLabelReader
 
 IMAGE_EXTS = (".jpg", ".png")
 
 
-class FolderReader(Reader):
+class FolderReader(PngLabelReader):
 
     def image_path(self, key):
         for ext in IMAGE_EXTS:
@@ -23,13 +22,6 @@ class FolderReader(Reader):
 
     def files(self, key):
         return [self.image_path(key), os.path.join(self.root, "labels", key + ".png")]
-
-    def label_png(self, key):
-        return self.files(key)[1]
-
-    def load_tops(self, key):
-        image, label = self.files(key)
-        return self.image_and_label(image, label, read_gray(label))
 
 
 class FolderSegDataLayer(SegDataLayer):

@@ -10,7 +10,8 @@ import os
 from common.seed import SEED
 
 from . import params as P
-from .io import VOID, DataError, caffe_image, caffe_label, check_labels, exif_hint, read_rgb, read_split
+from .io import (VOID, DataError, caffe_image, caffe_label, check_labels, exif_hint, read_gray,
+                 read_rgb, read_split)
 from .labelcheck import check_split_labels
 
 MAX_WORKERS = 32            # loader processes per layer (0: the prefetch thread)
@@ -113,6 +114,19 @@ class Reader:
                 raise DataError(path, f"size {_wxh(array)} differs from {_wxh(first)} of {path0}"
                                       f"{exif_hint(path0, array.shape[:0:-1])}")
         return tuple(array for _, array in tops)
+
+
+class PngLabelReader(Reader):
+    """A format whose example is an RGB image and a class-index PNG,
+    `files(key)` = [image, label] (VOC, the custom folder layout)."""
+
+    def label_png(self, key):
+        return self.files(key)[1]
+
+    def load_tops(self, key):
+        image, label = self.files(key)
+        return self.image_and_label(image, label, read_gray(label))
+
 
 def _wxh(array):
     return f"{array.shape[-1]}x{array.shape[-2]} (WxH)"

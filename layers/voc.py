@@ -8,13 +8,12 @@ used, so the FCN validation set needs no copying into the VOC tree.
 import os
 
 from .base import SegDataLayer
-from .io import read_gray
-from .reader import Reader
+from .reader import PngLabelReader
 
 SHIPPED_SPLITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
-class VOCReader(Reader):
+class VOCReader(PngLabelReader):
 
     def split_path(self):
         in_voc = os.path.join(self.root, "ImageSets", "Segmentation", self.split + ".txt")
@@ -26,13 +25,6 @@ class VOCReader(Reader):
     def files(self, key):
         return [os.path.join(self.root, "JPEGImages", key + ".jpg"),
                 os.path.join(self.root, "SegmentationClass", key + ".png")]
-
-    def label_png(self, key):
-        return self.files(key)[1]
-
-    def load_tops(self, key):
-        image, label = self.files(key)
-        return self.image_and_label(image, label, read_gray(label))
 
 
 class VOCSegDataLayer(SegDataLayer):

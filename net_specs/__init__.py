@@ -11,3 +11,4 @@ from .build import build, PHASES  # noqa: F401, E402
 from .classifiers import CLASSIFIERS, classifier  # noqa: F401, E402
 from .datasets import DATASETS, get_dataset, custom_dataset  # noqa: F401, E402
 from .models import MODELS, TEMPLATES, get_model  # noqa: F401, E402
+from .netconfig import NetConfig  # noqa: F401, E402

@@ -28,10 +28,8 @@ def model_files(name, args):
     """{filename: prototxt text} for one model and the CLI's overrides."""
     if lookup(name)[0] == "classifier":
         return {"deploy.prototxt": str(classifier(name, width=args.width))}
-    model, dataset = resolve_args(args, name)
-    return {f"{phase}.prototxt": str(build(model, phase, dataset=dataset, root=args.root,
-                                            width=args.width))
-            for phase in PHASES}
+    net = resolve_args(args, name)
+    return {f"{phase}.prototxt": str(build(net, phase)) for phase in PHASES}
 
 
 def cmd_list(_args):

@@ -4,44 +4,45 @@ Data flows one way: dataset record -> data layer (or Input) -> trunk ->
 head -> loss. The three phases differ only in the first and last steps.
 """
 import json
-from typing import Optional
 
 import caffe
 from caffe import layers as L, params as P
 
 from common.errors import InputError
-from common.seed import SEED
 
 from . import trunks
 from .datasets import Dataset
 from .heads import fcn_head, score_layer, skip_head
-from .models import INPUT_CHANNELS, Model, get_model, input_variant
+from .models import INPUT_CHANNELS, Model
+from .netconfig import NetConfig
 
 PHASES = ("train", "val", "deploy")
 DEPLOY_SIZE = (500, 500)
 
 
-def data_param_str(model: Model, dataset: Dataset, phase: str, root=None, prefetch=True,
-                   seed=SEED, workers=None, queue_depth=None):
+def data_param_str(net: NetConfig, phase: str):
     """The JSON param_str of the Python data layer (parsed, never eval'd);
-    `workers` / `queue_depth` None leave the layer's defaults (layers.reader)."""
+    the record's `workers` / `queue_depth` None leave the layer's defaults
+    (layers.reader)."""
+    dataset = net.dataset
     source = dataset.train if phase == "train" else dataset.val
-    params = dict(root=root or source.root, split=source.split, mean=list(dataset.mean),
-                  seed=seed, randomize=phase == "train", prefetch=prefetch)
-    params.update((k, v) for k, v in (("workers", workers), ("queue_depth", queue_depth)) if v is not None)
+    params = dict(root=net.data_root(source), split=source.split, mean=list(dataset.mean),
+                  seed=net.seed, randomize=phase == "train", prefetch=net.prefetch)
+    params.update((k, v) for k, v in (("workers", net.workers), ("queue_depth", net.queue_depth))
+                  if v is not None)
     params.update(source.params)
     params["n_classes"] = dataset.n_classes     # SIFT Flow: the semantic head's 33
-    inputs = input_variant(model, dataset)
+    inputs = net.inputs
     if inputs.layer_tops:
         params["tops"] = list(inputs.layer_tops) + [h.label for h in dataset.heads]
     params.update((k, list(v)) for k, v in dataset.extra_means)
     return json.dumps(params, sort_keys=True)
 
 
-def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
-               root=None, prefetch=True, seed=SEED, workers=None, queue_depth=None):
+def add_inputs(n, net: NetConfig, phase: str, size=DEPLOY_SIZE):
     """Python data layer (train/val) or Input layers (deploy); returns image tops."""
-    names = input_variant(model, dataset).names
+    dataset = net.dataset
+    names = net.inputs.names
     if phase == "deploy":
         for name in names:
             n[name] = L.Input(shape=dict(dim=[1, INPUT_CHANNELS[name], size[0], size[1]]))
@@ -49,9 +50,7 @@ def add_inputs(n, model: Model, dataset: Dataset, phase: str, size=DEPLOY_SIZE,
     source = dataset.train if phase == "train" else dataset.val
     label_names = [h.label for h in dataset.heads]
     tops = L.Python(module=source.module, layer=source.layer_class,
-                    ntop=len(names) + len(label_names),
-                    param_str=data_param_str(model, dataset, phase, root, prefetch, seed,
-                                             workers, queue_depth))
+                    ntop=len(names) + len(label_names), param_str=data_param_str(net, phase))
     for name, top in zip(list(names) + label_names, tops):
         n[name] = top
     return [n[name] for name in names]
@@ -64,35 +63,31 @@ def add_losses(n, dataset: Dataset, normalize: bool):
                                          loss_param=dict(normalize=normalize, ignore_label=255))
 
 
-def build(model, phase: str, *, dataset: Optional[Dataset] = None, root=None,
-          width: float = 1.0, size=DEPLOY_SIZE, prefetch=True,
-          seed=SEED, workers=None, queue_depth=None) -> caffe.proto.caffe_pb2.NetParameter:
-    """The NetParameter of `model` ("voc-fcn8s" or a Model) for one phase.
+def build(net, phase: str, *, size=DEPLOY_SIZE, **settings) -> caffe.proto.caffe_pb2.NetParameter:
+    """The NetParameter of `net` for one phase.
 
-    `dataset` overrides the model's dataset (custom data), `root` the data
-    location, `width` narrows every trunk channel count (the demo's
-    stand-in VGG16), `size` is the deploy input size, `seed` the training
-    order's (multi-GPU ranks each take their own), `prefetch`, `workers` and
-    `queue_depth` the data layers' loading (None: the layers' defaults).
+    `net` is a NetConfig (net_specs.netconfig), or a model name or Model
+    with the NetConfig fields as `settings` (dataset, root, width, prefetch,
+    seed, workers, queue_depth; NetConfig.of); `size` is the deploy input size.
     """
     if phase not in PHASES:
         raise InputError(f"phase must be one of {PHASES}, got {phase!r}")
-    model = get_model(model) if isinstance(model, str) else model
-    dataset = dataset or model.get_dataset()
+    net = NetConfig.of(net, **settings)
+    model, dataset = net.model, net.dataset
     n = caffe.NetSpec()
     trunk = trunks.get_trunk(model.trunk)
-    images = add_inputs(n, model, dataset, phase, size, root, prefetch, seed, workers, queue_depth)
+    images = add_inputs(n, net, phase, size)
 
-    inputs = input_variant(model, dataset)
+    inputs = net.inputs
     if model.streams:
-        build_late_fusion(n, model, dataset, images, width)
+        build_late_fusion(n, model, dataset, images, net.width)
     else:
         bottom = images[0]
         if inputs.concat:
             n.data = L.Concat(*images)
             bottom = n.data
         extra = {"first_conv": inputs.first_conv} if inputs.first_conv != "conv1_1" else {}
-        feats = trunk.build(n, bottom, width=width, **extra)
+        feats = trunk.build(n, bottom, width=net.width, **extra)
         if model.stride != 32 and not trunk.skips:
             raise InputError(f"{model.name}: the {model.trunk} trunk has no skip layers; "
                              "only stride 32 is defined")

@@ -1,4 +1,4 @@
-"""From command-line words to (Model, Dataset): one place for every CLI.
+"""From command-line words to (Model, Dataset) and a NetConfig: one place for every CLI.
 
 `emit`, `solve`, `score` and `infer` all accept a model or template name
 plus optional dataset overrides; this is how they are combined.
@@ -10,6 +10,7 @@ from common.errors import InputError
 
 from .datasets import custom_dataset, get_dataset
 from .models import TEMPLATES, for_dataset, get_model
+from .netconfig import NetConfig
 
 
 def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=None):
@@ -48,7 +49,13 @@ def resolve(name, dataset=None, classes=None, mean=None, class_names=None, root=
 
 
 def resolve_args(args, name=None):
-    """(Model, Dataset) for args.model (or `name`) and the flags of
-    common.cli.add_model_args."""
-    return resolve(name or args.model, getattr(args, "dataset", None), args.classes, args.mean,
-                   class_names=getattr(args, "class_names", None), root=getattr(args, "root", None))
+    """The NetConfig of args.model (or `name`) and the flags of
+    common.cli.add_model_args (and solve's --workers / --queue-depth, score's
+    --split): the one place where those flags become a record."""
+    model, dataset = resolve(name or args.model, getattr(args, "dataset", None), args.classes,
+                             args.mean, class_names=getattr(args, "class_names", None),
+                             root=getattr(args, "root", None))
+    net = NetConfig(model, dataset, width=getattr(args, "width", 1.0),
+                    root=getattr(args, "root", None), workers=getattr(args, "workers", None),
+                    queue_depth=getattr(args, "queue_depth", None))
+    return net.with_val_split(getattr(args, "split", None))

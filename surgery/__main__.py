@@ -76,10 +76,11 @@ def download(args):
 
 def export_onnx(args):
     from .download import weights_argument
+    from .io import deploy_param
     from .onnx_export import export
     check_out(args, ("weights",))
-    out, n_nodes = export(args.model, weights_argument(args.weights, args.model), args.out,
-                          args.width, args.dataset, args.classes, args.mean)
+    weights = weights_argument(args.weights, args.model)
+    out, n_nodes = export(deploy_param(args), weights, args.out, args.model)
     print(f"wrote {out} ({n_nodes} ONNX nodes)")
 
 
@@ -89,7 +90,7 @@ def reinit_score(args):
     from .reinit import reinit_score as reinit
     check_out(args, ("weights",))
     src = Caffemodel(args.weights)
-    dst = net_from_param(deploy_param(args.model, args.width, args.dataset, args.classes, args.mean))
+    dst = net_from_param(deploy_param(args))
     reinit(src, dst)
     save_weights(dst, args.out)
     print(f"wrote {args.out}")

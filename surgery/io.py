@@ -79,17 +79,17 @@ def load_for_surgery(proto, phase=caffe.TRAIN, shapes=None, size=INPUT_SIZE):
     return net_from_param(replace_data_layers(param, shapes, size), phase)
 
 
-def deploy_param(model_name, width=1.0, dataset=None, classes=None, mean=None):
-    """The deploy NetParameter of a model, template (on --dataset/--classes,
-    resolved as solve and infer resolve them) or ILSVRC classifier (at its
+def deploy_param(args):
+    """The deploy NetParameter of args.model and the model flags
+    (common.cli.add_model_args): a model, a template (on --dataset/--classes,
+    resolved as solve and infer resolve them) or an ILSVRC classifier (at its
     fixed input size: its fc layers fix it)."""
     from net_specs import build
     from net_specs.classifiers import CLASSIFIERS, classifier
-    from net_specs.resolve import resolve
-    if model_name in CLASSIFIERS:
-        if dataset or classes:
-            raise SurgeryError(f"{model_name} is an ImageNet classifier: --dataset and "
+    from net_specs.resolve import resolve_args
+    if args.model in CLASSIFIERS:
+        if args.dataset or args.classes:
+            raise SurgeryError(f"{args.model} is an ImageNet classifier: --dataset and "
                                "--classes do not apply")
-        return classifier(model_name, width=width, batch=1)
-    model, data = resolve(model_name, dataset, classes, mean)
-    return build(model, "deploy", dataset=data, width=width, size=(INPUT_SIZE, INPUT_SIZE))
+        return classifier(args.model, width=args.width, batch=1)
+    return build(resolve_args(args), "deploy", size=(INPUT_SIZE, INPUT_SIZE))

@@ -244,24 +244,21 @@ def to_onnx(param, net, name="fcn"):
     return model
 
 
-def load_deploy(model_name, weights, width=1.0, dataset=None, classes=None, mean=None):
-    """`model_name`'s deploy NetParameter and its caffe.Net holding `weights`,
-    checked first (shapes, and every parameter layer covered) so that Caffe
-    never aborts and nothing is exported with layers left at their fillers.
-    A template takes --dataset/--classes as solve and infer do; an ILSVRC
-    classifier is exported at its fixed input size (surgery.io.deploy_param)."""
+def load_deploy(param, weights):
+    """The caffe.Net of a deploy NetParameter (surgery.io.deploy_param)
+    holding `weights`, checked first (shapes, and every parameter layer
+    covered) so that Caffe never aborts and nothing is exported with layers
+    left at their fillers."""
     from netio.nets import net_from_param
-    from .io import deploy_param
-    param = deploy_param(model_name, width, dataset, classes, mean)
-    return param, net_from_param(param, weights=weights, complete=True, warn=False)
+    return net_from_param(param, weights=weights, complete=True, warn=False)
 
 
-def export(model_name, weights, out, width=1.0, dataset=None, classes=None, mean=None):
-    """Write `model_name` (on `dataset`/`classes` for a template) with
-    `weights` as an ONNX file, atomically; returns (out, number of ONNX nodes)."""
+def export(param, weights, out, name):
+    """Write the deploy NetParameter `param` with `weights` as an ONNX graph
+    called `name`, atomically; returns (out, number of ONNX nodes)."""
     onnx, _, _ = _onnx()
-    param, net = load_deploy(model_name, weights, width, dataset, classes, mean)
-    graph = to_onnx(param, net, model_name)
+    net = load_deploy(param, weights)
+    graph = to_onnx(param, net, name)
     del net
     with atomic_path(out) as tmp:
         onnx.save(graph, tmp)

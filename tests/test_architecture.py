@@ -107,6 +107,35 @@ def test_the_dataset_records_use_the_one_check():
         custom_dataset(3, (1, 2))
 
 
+# ------------------------------------------------------------------ the net record
+
+def test_flags_become_one_netconfig_that_every_builder_reads():
+    """resolve_args turns the model flags (and solve's loader flags) into one
+    NetConfig; build reads width, root and loading from it alone, and a
+    per-run change (a rank's seed) is a dataclasses.replace of it."""
+    import dataclasses
+    import json
+    from net_specs import NetConfig
+    from net_specs.build import data_param_str
+    from net_specs.resolve import resolve_args
+    args = argparse.Namespace(model="fcn8s", dataset="folder", classes=4, mean="1,2,3",
+                              class_names=None, root="/data/x", width=0.25, workers=2, queue_depth=3)
+    net = resolve_args(args)
+    assert (net.name, net.dataset.n_classes, net.dataset.mean) == ("folder-fcn8s", 4, (1.0, 2.0, 3.0))
+    assert (net.width, net.root, net.workers, net.queue_depth) == (0.25, "/data/x", 2, 3)
+    assert str(build(net, "train")) == str(build(net.model, "train", dataset=net.dataset, root="/data/x",
+                                                 width=0.25, workers=2, queue_depth=3))
+    assert "num_output: 16" in str(build(net, "deploy"))           # conv1_1 at width 1/4
+    params = json.loads(data_param_str(net, "train"))
+    assert (params["root"], params["workers"], params["queue_depth"], params["seed"]) == ("/data/x", 2, 3, 1337)
+    rank1 = dataclasses.replace(net, seed=net.seed + 1)
+    assert json.loads(data_param_str(rank1, "train"))["seed"] == 1338
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        net.width = 1.0
+    own = NetConfig.of("voc-fcn8s")
+    assert own.dataset.name == "voc" and own.width == 1.0 and NetConfig.of(own, width=0.5).width == 0.5
+
+
 # ------------------------------------------------------------------ errors
 
 def test_a_plain_value_error_is_a_bug_with_its_traceback():

@@ -237,3 +237,28 @@ def test_cli_errors_are_one_line(tmp_path):
     scipy.io.savemat(tmp_path / "both" / "d.mat", {"depths": np.ones((8, 8))})
     r = run(str(tmp_path / "both"), "--out", str(tmp_path / "o"), "--mat-var", "depths")
     assert r.returncode == 2 and "would both write d.png" in r.stderr
+
+
+def test_cli_checks_out_before_reading_any_depth(tmp_path):
+    """--out naming a regular file, or the folder of the depth PNGs (whose
+    HHA PNGs of the same names would replace them), is refused in one line,
+    exit 2, with nothing written."""
+    depth, *_ = room(shape=(24, 32), intrinsics=(26.0, 26.0, 16.0, 12.0))
+    (tmp_path / "in").mkdir()
+    write_png16(tmp_path / "in" / "a.png", np.round(depth * 1000))
+    before = (tmp_path / "in" / "a.png").read_bytes()
+    (tmp_path / "file").write_text("x")
+    for out, words in ((tmp_path / "file", "is a file; expected a directory"),
+                       (tmp_path / "in", f"is the depth input {tmp_path / 'in'}; refusing to overwrite")):
+        r = run(str(tmp_path / "in"), "--out", str(out))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"python -m data.hha: error: --out {out} ") and words in r.stderr
+    root = tmp_path / "nyud"
+    (root / "data" / "depth").mkdir(parents=True)
+    (root / "test.txt").write_text("1\n")
+    write_png16(root / "data" / "depth" / "img_1.png", np.round(depth * 1000))
+    r = run("--nyud", str(root), "--out", str(root / "data" / "depth"))
+    depth_dir = root / "data" / "depth"
+    assert r.returncode == 2 and f"is the --nyud input {depth_dir};" in r.stderr and r.stderr.count("\n") == 1
+    assert os.listdir(tmp_path / "in") == ["a.png"] and (tmp_path / "in" / "a.png").read_bytes() == before
+    assert os.listdir(root / "data") == ["depth"] and (tmp_path / "file").read_text() == "x"

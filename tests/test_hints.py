@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from common.errors import UserError
 from net_specs.models import MODELS, TEMPLATES
 from solvers.training.start import check_weights
 
@@ -49,5 +50,5 @@ def test_gpus_error_names_the_cuda_build_too(monkeypatch):
     import caffe
     from solvers.training.multigpu import train_multi_gpu
     monkeypatch.delattr(caffe, "NCCL", raising=False)       # as in the CPU build
-    with pytest.raises(ValueError, match="make install CUDA=1.*Docker"):
-        train_multi_gpu(None, None, None)
+    with pytest.raises(UserError, match="make install CUDA=1.*Docker"):
+        train_multi_gpu(None, None)

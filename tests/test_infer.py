@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from net_specs import NetConfig
 from net_specs.datasets import VOC_CLASSES, VOC_MEAN
 from solvers.inference import batch, predictor as infer
 from common.image import caffe_image
@@ -38,7 +39,7 @@ def voc_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(voc_weights):
-    return infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16, batch_size=4)
+    return infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights, batch_size=4)
 
 
 def run_cli(*args):
@@ -272,7 +273,7 @@ def test_non_finite_weights_and_scores_are_refused(voc_weights, tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"{bad}: non-finite weights (NaN/inf) in layer(s) score_fr" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out" / "a.png").exists()
-    net = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16).net
+    net = infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights).net
     net.params["score_fr"][1].data[...] = np.inf            # finite file, overflowing scores
     with pytest.raises(infer.InferError, match="non-finite value.*diverged or corrupt"):
         infer.forward(net, np.zeros((1, 3, 16, 16), np.float32))
@@ -355,7 +356,7 @@ def test_inference_preprocesses_as_the_training_layer(variant, top, tmp_path):
     write_nyud(root, [("1", (12, 10))], split="trainval")
     weights = tmp_path / "w.caffemodel"
     seg_fixtures.make_weights(model, weights, {}, dataset=dataset)
-    predictor = infer.Predictor.from_model(model, str(weights), width=1 / 16, warn=lambda m: None)
+    predictor = infer.Predictor.from_model(NetConfig.of(model, width=1 / 16), str(weights), warn=lambda m: None)
     reader = NYUDReader.from_param_str(json.dumps({"root": root, "split": "trainval", "tops": [top, "label"],
                                                    "n_classes": 40}))
     path = reader.path(top, "1")

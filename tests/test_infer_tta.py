@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from net_specs import NetConfig
 from solvers.inference import predictor as infer, tta
 from tests.test_infer import AEROPLANE, PERSON, run_cli, uniform, voc_weights  # noqa: F401
 
@@ -15,15 +16,15 @@ def two_colours(h, w):
 
 
 def test_plain_flags_are_the_plain_predictor_bit_for_bit(voc_weights):  # noqa: F811
-    plain = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16)
-    flagged = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16, scales=(1.0,), flip=False)
+    plain = infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights)
+    flagged = infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights, scales=(1.0,), flip=False)
     image = two_colours(70, 90)
     (a,), (b,) = plain.predict([image]), flagged.predict([image])
     assert np.array_equal(a[""][0], b[""][0]) and np.array_equal(a[""][1], b[""][1])
 
 
 def test_augmented_prediction_at_the_input_size_and_mirror_consistent(voc_weights):  # noqa: F811
-    predictor = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16,
+    predictor = infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights,
                                            scales=(0.5, 0.75, 1.0, 1.25, 1.5), flip=True)
     image = two_colours(70, 90)
     labels, probs = predictor.segment(image)
@@ -35,7 +36,7 @@ def test_augmented_prediction_at_the_input_size_and_mirror_consistent(voc_weight
 
 
 def test_scaled_copies_over_max_pixels_go_through_tiles(voc_weights, monkeypatch):  # noqa: F811
-    predictor = infer.Predictor.from_model("voc-fcn32s", voc_weights, width=1 / 16, max_pixels=96 * 96,
+    predictor = infer.Predictor.from_model(NetConfig.of("voc-fcn32s", width=1 / 16), voc_weights, max_pixels=96 * 96,
                                            scales=(1.0, 1.5), flip=False)
     stitched = []
     real = infer.stitching.stitched

@@ -543,12 +543,12 @@ def test_sbdd_to_png(tmp_path):
 def test_every_generated_param_str_parses():
     """The contract with net_specs: each model's train/val param_str is valid for its layer."""
     import importlib
-    from net_specs import MODELS, custom_dataset, get_dataset
+    from net_specs import MODELS, NetConfig, custom_dataset, get_dataset
     from net_specs.build import data_param_str
     cases = [(m, get_dataset(m.dataset)) for m in MODELS.values()]
     cases.append((MODELS["voc-fcn8s"], custom_dataset(5, (1, 2, 3), "/x")))
     for model, dataset in cases:
         for phase, source in (("train", dataset.train), ("val", dataset.val)):
             layer = getattr(importlib.import_module(source.module), source.layer_class)
-            params = P.parse(data_param_str(model, dataset, phase), layer.reader_class.spec())
+            params = P.parse(data_param_str(NetConfig(model, dataset), phase), layer.reader_class.spec())
             assert params["randomize"] is (phase == "train") and params["seed"] == 1337

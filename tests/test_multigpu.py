@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from caffe.proto import caffe_pb2
 
 from data.layouts import write_voc
-from net_specs import get_model
+from net_specs import NetConfig, get_model
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from solvers.training import multigpu
 from solvers.training.multigpu import MultiGpuConfig, open_rank, start_ranks, supervise
@@ -136,7 +136,11 @@ def toy(tmp_path_factory):
 
 
 def config(tmp_path, **kw):
-    return MultiGpuConfig(gpus=(0, 1), out=str(tmp_path / "run"), width=WIDTH, workers=0, **kw)
+    return MultiGpuConfig(gpus=(0, 1), out=str(tmp_path / "run"), **kw)
+
+
+def toy_net(model, toy):
+    return NetConfig(model, toy, width=WIDTH, workers=0)
 
 
 def written_solver(run):
@@ -145,10 +149,10 @@ def written_solver(run):
 
 def test_only_rank_0_takes_periodic_snapshots(toy, tmp_path):
     model = get_model("fcn32s")
-    rank1 = multigpu.make_run(config(tmp_path, snapshot_every=7), model, toy, 1)
+    rank1 = multigpu.make_run(config(tmp_path, snapshot_every=7), toy_net(model, toy), 1)
     rank1.commit()
     assert written_solver(rank1).snapshot == 0               # Caffe: 0 = no periodic snapshots
-    rank0 = multigpu.make_run(config(tmp_path, snapshot_every=7), model, toy, 0)
+    rank0 = multigpu.make_run(config(tmp_path, snapshot_every=7), toy_net(model, toy), 0)
     rank0.commit()
     assert written_solver(rank0).snapshot == 7
     assert written_solver(rank0).layer_wise_reduce           # iter_size 1: layer-wise, Caffe's default
@@ -157,7 +161,7 @@ def test_only_rank_0_takes_periodic_snapshots(toy, tmp_path):
 def test_layer_wise_reduce_is_off_when_iter_size_accumulates(toy, tmp_path):
     model = get_model("voc-fcn-alexnet")
     assert model.solver.iter_size == 20
-    run = multigpu.make_run(config(tmp_path), model, toy, 0)
+    run = multigpu.make_run(config(tmp_path), toy_net(model, toy), 0)
     run.commit()
     assert run.param.layer_wise_reduce is False
     assert written_solver(run).layer_wise_reduce is False
@@ -167,7 +171,7 @@ def test_resume_restores_the_solver_state_on_every_rank(toy, tmp_path):
     """Before, rank 1 started at iteration 0 with empty momentum history."""
     from solvers.training.run import Run
     model = get_model("fcn32s")
-    first = Run.open(model, out_dir=str(tmp_path / "first"), width=WIDTH, dataset=toy, workers=0,
+    first = Run.open(toy_net(model, toy), out_dir=str(tmp_path / "first"),
                      solver_overrides=dict(base_lr=1e-8))
     rng = np.random.RandomState(0)
     for blobs in first.solver.net.params.values():
@@ -177,7 +181,7 @@ def test_resume_restores_the_solver_state_on_every_rank(toy, tmp_path):
     first.solver.snapshot()
     state = str(tmp_path / "first" / "snapshots" / "train_iter_3.solverstate")
     for rank in (0, 1):
-        run = open_rank(config(tmp_path, resume=state), model, toy, rank)
+        run = open_rank(config(tmp_path, resume=state), toy_net(model, toy), rank)
         assert run.solver.iter == 3, rank
         for name, blobs in first.solver.net.params.items():
             assert np.array_equal(run.solver.net.params[name][0].data, blobs[0].data), (rank, name)

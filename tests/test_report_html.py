@@ -172,6 +172,22 @@ def test_cli_writes_the_report_with_curves(tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr and not (tmp_path / "o2").exists()
 
 
+def test_cli_checks_out_before_reading_or_writing(tmp_path):
+    """--out naming a regular file (here the scores file itself, or another
+    file) is refused in one line, exit 2, before anything is written."""
+    scores, _, _ = scored_run()
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps(scores))
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me\n")
+    for out in (path, other):
+        r = subprocess.run([sys.executable, "-m", "solvers.scoring.report_html", str(path), "--out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"solvers.scoring.report_html: error: --out {out} is a file; expected a directory\n"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "scores.json"] and other.read_text() == "keep me\n"
+
+
 # ------------------------------------------------------------------ in a browser
 
 def chromium_executable():

@@ -14,7 +14,7 @@ import pytest
 import caffe
 from caffe.proto import caffe_pb2
 
-from net_specs import MODELS, custom_dataset, get_dataset
+from net_specs import MODELS, NetConfig, custom_dataset, get_dataset
 from net_specs.datasets import VOC_MEAN, Source
 from net_specs.models import TEMPLATES, for_dataset
 from solvers.scoring import cli as score
@@ -305,10 +305,16 @@ def colour_setup(tmp_path):
     return model, dataset, str(weights), str(root)
 
 
+def cli_net(model, dataset):
+    """A stand-in for the CLI's resolve_args: the fixture's model and dataset
+    with the command line's --width and --root."""
+    return lambda args, *_: NetConfig(model, dataset, width=args.width, root=args.root)
+
+
 def test_score_model_whole_split(colour_setup):
     model, dataset, weights, root = colour_setup
     progress = []
-    result = score.score_model(model, dataset, weights, width=1 / 16,
+    result = score.score_model(NetConfig(model, dataset, width=1 / 16), weights,
                                progress=lambda i, n: progress.append(i))
     assert result["n_iter"] == 3 and progress == [1, 2, 3]      # from the layer's indices
     head = result["heads"]["score"]
@@ -323,7 +329,7 @@ def test_score_model_whole_split(colour_setup):
 
 def test_score_model_reports_loss(colour_setup):
     model, dataset, weights, root = colour_setup
-    result = score.score_model(model, dataset, weights, split="small", width=1 / 16)
+    result = score.score_model(NetConfig(model, dataset, width=1 / 16).with_val_split("small"), weights)
     assert result["n_iter"] == 1 and result["split"] == "small"
     assert set(result["losses"]) == {"loss"}
     assert result["loss"] == pytest.approx(0, abs=1e-3)        # red_all2 is scored right by far
@@ -332,7 +338,7 @@ def test_score_model_reports_loss(colour_setup):
 
 def test_cli_table_and_json(colour_setup, monkeypatch, capsys, tmp_path):
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", cli_net(model, dataset))
     out = tmp_path / "m" / "metrics.json"
     rc = score.main([model.name, weights, "--root", root, "--width", "0.0625",
                      "--out", str(out), "--every", "1"])
@@ -358,7 +364,7 @@ def test_score_net_refuses_non_finite_scores(tmp_path):
 def test_cli_checks_out_before_scoring(colour_setup, monkeypatch, capsys, tmp_path):
     """--out naming the weights or a file of the dataset is refused before any image is scored."""
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", cli_net(model, dataset))
     split = os.path.join(root, "val.txt")
     before = {p: open(p, "rb").read() for p in (weights, split)}
     for out, words in ((weights, "is the --weights input"),
@@ -398,13 +404,13 @@ def test_weights_shape_mismatch_is_an_error_not_an_abort(colour_setup, tmp_path)
     other = tmp_path / "other.caffemodel"
     seg_fixtures.make_weights(model, other, {"score_fr": {0: 0}}, dataset=wide)
     with pytest.raises(WeightsError, match="score_fr.*shape"):
-        score.score_model(model, dataset, str(other), width=1 / 16)
+        score.score_model(NetConfig(model, dataset, width=1 / 16), str(other))
 
 
 def test_missing_dataset_directory(colour_setup, tmp_path):
     model, dataset, weights, root = colour_setup
     with pytest.raises(ScoreError, match="dataset directory not found"):
-        score.score_model(model, dataset, weights, root=str(tmp_path / "absent"), width=1 / 16)
+        score.score_model(NetConfig(model, dataset, width=1 / 16, root=str(tmp_path / "absent")), weights)
 
 
 # ------------------------------------------- SIFT Flow: present-only wiring
@@ -438,12 +444,12 @@ def test_siftflow_records_say_semantic_head_present_only():
 
 def test_score_model_siftflow_present_only_wiring(siftflow_setup):
     model, dataset, weights, root = siftflow_setup
-    default = score.score_model(model, dataset, weights, root=root, width=1 / 16)
+    default = score.score_model(NetConfig(model, dataset, width=1 / 16, root=root), weights)
     sem, geo = default["heads"]["score_sem"], default["heads"]["score_geo"]
     assert sem["present_only"] and not geo["present_only"]
     assert sem["n_classes_counted"] == 2                    # classes 1, 2: the ground truth's
     assert sem["mean_iu"] == pytest.approx(0.0)
-    every = score.score_model(model, dataset, weights, root=root, width=1 / 16, present_only=False)
+    every = score.score_model(NetConfig(model, dataset, width=1 / 16, root=root), weights, present_only=False)
     sem_all = every["heads"]["score_sem"]
     assert not sem_all["present_only"] and sem_all["n_classes_counted"] == 3   # + predicted class 0
     np.testing.assert_array_equal(sem_all["hist"], sem["hist"])

@@ -12,7 +12,8 @@ from PIL import Image
 from solvers.scoring import cli as score
 from tests.test_eval_published import _run, voc_setup  # noqa: F401  (the fixture)
 from tests.test_report_html import Numbers, lookup
-from tests.test_score import COLOUR_HIST, colour_setup  # noqa: F401  (the fixture)
+from net_specs import NetConfig
+from tests.test_score import COLOUR_HIST, cli_net, colour_setup  # noqa: F401  (the fixture)
 
 # red_all2: all right (IU 1); green_half1: class 1 right, class 0 predicted 1 (IUs 0 and 0.5);
 # blue_void0: the unvoided half right (IU 1)
@@ -21,7 +22,7 @@ PER_IMAGE_MEAN_IU = [1.0, 0.25, 1.0]
 
 def test_score_cli_writes_report_html_beside_scores_json(colour_setup, monkeypatch, tmp_path):  # noqa: F811
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", cli_net(model, dataset))
     curves = tmp_path / "metrics.jsonl"
     curves.write_text(json.dumps({"iteration": 5, "loss": 0.7, "mean_iu": 0.5}) + "\n")
     out = tmp_path / "m" / "scores.json"
@@ -46,7 +47,7 @@ def test_score_cli_writes_report_html_beside_scores_json(colour_setup, monkeypat
 
 def test_score_cli_curves_file_is_checked_before_scoring(colour_setup, monkeypatch, tmp_path, capsys):  # noqa: F811
     model, dataset, weights, root = colour_setup
-    monkeypatch.setattr(score, "resolve_args", lambda *a, **k: (model, dataset))
+    monkeypatch.setattr(score, "resolve_args", cli_net(model, dataset))
     rc = score.main([model.name, weights, "--root", root, "--width", "0.0625",
                      "--out", str(tmp_path / "s.json"), "--curves", str(tmp_path / "none.jsonl")])
     assert rc == 2 and "none.jsonl" in capsys.readouterr().err
@@ -61,15 +62,15 @@ def test_tta_scoring_through_the_deploy_net(colour_setup, scales, flip, max_pixe
     copies, rescaled copies, and (120 x 120 copies over a 96 x 96 budget) tiles."""
     model, dataset, weights, root = colour_setup
     kwargs = {"max_pixels": max_pixels} if max_pixels else {}
-    result = score.score_model(model, dataset, weights, width=1 / 16, scales=scales, flip=flip, **kwargs)
+    result = score.score_model(NetConfig(model, dataset, width=1 / 16), weights, scales=scales, flip=flip, **kwargs)
     np.testing.assert_array_equal(result["heads"]["score"]["hist"], COLOUR_HIST)
     assert result["loss"] is None and result["losses"] == {}
 
 
 def test_no_tta_is_the_plain_scoring(colour_setup):  # noqa: F811
     model, dataset, weights, root = colour_setup
-    plain = score.score_model(model, dataset, weights, width=1 / 16)
-    same = score.score_model(model, dataset, weights, width=1 / 16, scales=(1.0,), flip=False)
+    plain = score.score_model(NetConfig(model, dataset, width=1 / 16), weights)
+    same = score.score_model(NetConfig(model, dataset, width=1 / 16), weights, scales=(1.0,), flip=False)
     assert json.dumps(plain, sort_keys=True) == json.dumps(same, sort_keys=True) and plain["loss"] > 1
 
 

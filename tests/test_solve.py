@@ -14,7 +14,7 @@ from google.protobuf import text_format
 import caffe
 from caffe.proto import caffe_pb2
 
-from net_specs import MODELS
+from net_specs import MODELS, NetConfig
 from net_specs.datasets import VOC_MEAN, Dataset, Head, Source
 from solvers.training.run import Run, data_layer
 from solvers.training.cli import main as solve_main
@@ -52,9 +52,10 @@ def toy_dataset(root):
 
 def make_run(root, out, lr=1e-7, snapshot_every=1000, model="fcn8s", prefetch=True, workers=None,
              solver=None):
-    run = Run.open(model, out_dir=str(out), width=WIDTH, dataset=toy_dataset(root),
-                   solver_overrides=dict(base_lr=lr, **(solver or {})), snapshot_every=snapshot_every,
-                   prefetch=prefetch, workers=workers)
+    net = NetConfig.of(model, dataset=toy_dataset(root), width=WIDTH, prefetch=prefetch,
+                       workers=workers)
+    run = Run.open(net, out_dir=str(out), solver_overrides=dict(base_lr=lr, **(solver or {})),
+                   snapshot_every=snapshot_every)
     rng = np.random.RandomState(0)
     for blobs in run.solver.net.params.values():
         blobs[0].data[...] = rng.randn(*blobs[0].data.shape) * 0.05
@@ -176,7 +177,8 @@ def test_init_transplants_and_sets_bilinear(toy_root, tmp_path):
     """A previous stage's caffemodel initialises the next by layer name."""
     first = make_run(toy_root, tmp_path / "s32", model="fcn32s")
     weights = first.train(1, display=1, log=quiet)
-    second = Run.open("fcn16s", out_dir=str(tmp_path / "s16"), width=WIDTH, dataset=toy_dataset(toy_root))
+    second = Run.open(NetConfig.of("fcn16s", dataset=toy_dataset(toy_root), width=WIDTH),
+                      out_dir=str(tmp_path / "s16"))
     second.init_from([weights])
     src = caffe.Net(first.paths["deploy"], weights, caffe.TEST)
     for name in ("conv1_1", "fc6", "score_fr"):
@@ -261,15 +263,30 @@ def test_multigpu_on_a_machine_without_those_gpus_is_one_line_exit_2(tmp_path):
     assert "NCCL" in line or "usable CUDA device" in line
 
 
+def test_bad_gpus_is_an_input_error_of_multigpu_itself(tmp_path, capsys):
+    """multigpu's parser raises InputError (solve no longer rewraps a plain
+    ValueError); through the CLI a bad --gpus is one line naming it, exit 2."""
+    from common.errors import InputError
+    from solvers.training.multigpu import parse_gpus
+    for bad, words in (("0,x", "must list GPU ids"), ("-1", "must list GPU ids"), ("1,1", "twice")):
+        with pytest.raises(InputError, match=words):
+            parse_gpus(bad)
+    out = tmp_path / "run"
+    assert solve_main(["voc-fcn32s", "--gpus", "0,x", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "solvers.solve: error: --gpus must list GPU ids like 0,1, got '0,x'"
+    assert not out.exists()
+
+
 def test_multigpu_config_takes_only_what_workers_need(tmp_path):
     from solvers.training.multigpu import MultiGpuConfig
     args = argparse.Namespace(gpus="0,1", out=None, width=0.5, root="r", weights=["a", "b"],
                               resume=None, iters=3, score_every=2, snapshot_every=5, base_lr=1e-3,
                               workers=2, queue_depth=3)
     config = MultiGpuConfig.from_args(args, "voc-fcn8s")
-    assert config == MultiGpuConfig(gpus=(0, 1), out=os.path.join("runs", "voc-fcn8s"), width=0.5,
-                                    root="r", weights=("a", "b"), iters=3, score_every=2,
-                                    snapshot_every=5, base_lr=1e-3, workers=2, queue_depth=3)
+    assert config == MultiGpuConfig(gpus=(0, 1), out=os.path.join("runs", "voc-fcn8s"),
+                                    weights=("a", "b"), iters=3, score_every=2,
+                                    snapshot_every=5, base_lr=1e-3)
 
 
 def test_resumed_single_gpu_run_steps_the_same_count(tmp_path):

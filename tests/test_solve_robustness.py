@@ -14,6 +14,7 @@ from PIL import Image
 import caffe
 
 from data.layouts import write_folder
+from net_specs import NetConfig
 from solvers.inference import cli as infer
 from solvers.training.run import RunError, Run, check_solverstate, read_metrics
 from solvers.training.cli import main as solve_main
@@ -87,8 +88,8 @@ def test_resume_from_an_unusable_state_exits_2_naming_it(case, expected, states,
 
 
 def test_state_of_another_width_or_with_foreign_weights_is_refused(states, voc_root, tmp_path):
-    wider = Run.open("fcn8s", out_dir=str(tmp_path / "wide"), width=2 * WIDTH,
-                     dataset=toy_dataset(voc_root))
+    wider = Run.open(NetConfig.of("fcn8s", dataset=toy_dataset(voc_root), width=2 * WIDTH),
+                     out_dir=str(tmp_path / "wide"))
     with pytest.raises(RunError, match="expected .*another model or width"):
         check_solverstate(states["fcn8s"], wider.solver.net, "fcn8s")
     # the fcn8s state beside a caffemodel of fcn32s under its learned_net's name

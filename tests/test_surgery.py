@@ -156,6 +156,20 @@ def test_transplant_refuses_to_truncate_and_leaves_target_untouched(classifier, 
     np.testing.assert_array_equal(dst.params["conv1_1"][0].data, before)
 
 
+def test_surgery_errors_are_net_io_errors_in_one_line(classifier, tmp_path):
+    """Weights that do not fit a net are a NetIOError whichever package finds
+    it (netio's WeightsError, surgery's transplant), still one line, exit 2."""
+    src, dst = fcn_from(classifier, tmp_path, CLS_SIZE, fc6_out=12)
+    with pytest.raises(NetIOError, match=r"transplant 'fc6'"):
+        transplant(src, dst)
+    narrow = write(tmp_path / "narrow.prototxt", vgg_net(CLS_SIZE, conv_head=True, fc6_out=12))
+    out = tmp_path / "o.caffemodel"
+    r = run_cli("convert", "--src-proto", classifier[0], "--src-weights", classifier[1],
+                "--dst-proto", narrow, "--out", out)
+    assert_refused(r, "surgery: error: transplant 'fc6'")
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_suffix_transplant_fills_only_that_stream(classifier, tmp_path, capsys):
     src = load_net(*classifier)
     dst = make_net(tmp_path, vgg_net(conv_head=True, suffix="_hha", extra_stream=True))

@@ -10,7 +10,7 @@ from PIL import Image
 
 import caffe
 
-from net_specs import build, get_model
+from net_specs import NetConfig, build, get_model
 from netio import geometry
 from solvers.inference import stitching as tiles
 from common.image import caffe_image
@@ -137,13 +137,13 @@ def test_tiles_with_a_small_margin_differ_only_near_the_cuts(tmp_path):
 def test_predictor_tiles_or_downscales_beyond_max_pixels(tmp_path):
     weights, _, _ = random_fcn(tmp_path)
     rgb = photo(720, 1000, seed=2)
-    one = Predictor.from_model("voc-fcn8s", weights, width=WIDTH)
+    one = Predictor.from_model(NetConfig.of("voc-fcn8s", width=WIDTH), weights)
     labels, scores = one.segment(rgb)
-    tiled = Predictor.from_model("voc-fcn8s", weights, width=WIDTH, max_pixels=640 * 640)
+    tiled = Predictor.from_model(NetConfig.of("voc-fcn8s", width=WIDTH), weights, max_pixels=640 * 640)
     t_labels, t_scores = tiled.segment(rgb)
     assert t_scores.shape == scores.shape == (21, 720, 1000)
     assert (t_labels == labels).mean() > 0.95                # quarter-tile margin: a seam band differs
-    small = Predictor.from_model("voc-fcn8s", weights, width=WIDTH, max_pixels=200 * 300,
+    small = Predictor.from_model(NetConfig.of("voc-fcn8s", width=WIDTH), weights, max_pixels=200 * 300,
                                  downscale=True)
     d_labels, d_scores = small.segment(rgb)
     assert d_scores.shape == (21, 720, 1000) and d_labels.shape == (720, 1000)
@@ -154,7 +154,7 @@ def test_beyond_int_max_is_tiled_whatever_max_pixels_says(tmp_path):
     """--max-pixels larger than Caffe can take in one pass: tiles (or a
     downscale) within INT_MAX, instead of 'blob size exceeds INT_MAX'."""
     weights, _, _ = random_fcn(tmp_path)
-    predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH, max_pixels=10 ** 9)
+    predictor = Predictor.from_model(NetConfig.of("voc-fcn8s", width=WIDTH), weights, max_pixels=10 ** 9)
     assert predictor.one_pass_fits(3000, 3000)
     # the full-width net's sizes, without building it (0.5 GB of weights, minutes of forward):
     # the forwards are recorded, not run
@@ -183,7 +183,7 @@ def test_a_failing_forward_does_not_end_a_keep_going_batch(tmp_path):
     from solvers.inference.batch import run
     from solvers.inference.predictor import InferError
     weights, _, _ = random_fcn(tmp_path)
-    predictor = Predictor.from_model("voc-fcn8s", weights, width=WIDTH)
+    predictor = Predictor.from_model(NetConfig.of("voc-fcn8s", width=WIDTH), weights)
     for name, size in (("a", (60, 80)), ("b", (70, 90)), ("c", (50, 40))):
         Image.fromarray(photo(*size)).save(tmp_path / f"{name}.png")
     real = predictor.predict

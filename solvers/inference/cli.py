@@ -90,12 +90,11 @@ def check_out_is_not_an_input(inputs, out):
 def infer_cli(args):
     check_dir(args.out, [("weights", args.weights)])
     check_out_is_not_an_input(args.inputs, args.out)
-    model, dataset = resolve_args(args)
+    net = resolve_args(args)
     set_device(args.gpu)
     from surgery.download import weights_argument
     args.weights = weights_argument(args.weights, args.model)
-    predictor = Predictor.from_model(model, args.weights, dataset=dataset,
-                                     width=args.width, batch_size=args.batch,
+    predictor = Predictor.from_model(net, args.weights, batch_size=args.batch,
                                      max_pixels=args.max_pixels, downscale=args.downscale,
                                      scales=args.scales, flip=args.flip)
     done, failures = run(predictor, args.inputs, args.out, args.save_scores, args.keep_going)

@@ -17,7 +17,7 @@ from common.atomic import atomic_write
 from common.errors import UserError
 from common.image import caffe_image, to_rgb
 from common.palette import label_image, palette_for, png_bytes
-from net_specs import build, get_model
+from net_specs import NetConfig, build
 from netio import geometry
 from netio.nets import Caffemodel, net_from_param
 
@@ -153,25 +153,26 @@ class Predictor:
                       for head in dataset.heads]
 
     @classmethod
-    def from_model(cls, model, weights, dataset=None, width=1.0, batch_size=4, warn=None,
+    def from_model(cls, net, weights, batch_size=4, warn=None,
                    max_pixels=None, downscale=False, scales=tta.PLAIN, flip=False):
-        """Build `model`'s deploy net (net_specs) and load `weights` safely."""
-        model = get_model(model) if isinstance(model, str) else model
-        dataset = dataset or model.get_dataset()
-        inputs = dataset.input_variant(model.inputs)
+        """Build the deploy net of `net` (a NetConfig: model, dataset, width;
+        or a model name) and load `weights` safely."""
+        net = NetConfig.of(net)
+        model, dataset = net.model, net.dataset
+        inputs = net.inputs
         if tuple(inputs.names) != ("data",):
             raise InferError(f"{model.name} takes inputs {', '.join(inputs.names)}; inference from "
                              "image files supports single-image (`data`) models only")
         mean = dataset.image_mean(model.inputs)
         caffemodel = Caffemodel(weights)          # before building anything
         # a small initial input: every forward reshapes to its images anyway
-        proto = build(model, "deploy", dataset=dataset, width=width, size=BUILD_SIZE)
-        net = net_from_param(proto, weights=caffemodel)
-        for name, layer in zip(net._layer_names, net.layers):
+        proto = build(net, "deploy", size=BUILD_SIZE)
+        deploy_net = net_from_param(proto, weights=caffemodel)
+        for name, layer in zip(deploy_net._layer_names, deploy_net.layers):
             if layer.type == "Deconvolution" and layer.blobs and not layer.blobs[0].data.any():
                 (warn or print_warning)(f"upsampling layer {name!r} has all-zero weights in {weights} "
                                 "(not bilinear-initialised?): predictions will be constant")
-        return cls(net, dataset, mean=mean, batch_size=batch_size,
+        return cls(deploy_net, dataset, mean=mean, batch_size=batch_size,
                    swap_channels=inputs.swap_channels, max_pixels=max_pixels,
                    downscale=downscale, net_param=proto, scales=scales, flip=flip)
 

@@ -71,8 +71,9 @@ def _json_safe(obj):
     return obj
 
 
-def to_json(results, model, dataset, weights, split):
-    """The JSON report (nan written as null)."""
+def to_json(results, net, weights, split):
+    """The JSON report of `net` (a NetConfig) scored (nan written as null)."""
+    model, dataset = net.model, net.dataset
     heads = {}
     for head in dataset.heads:
         r = dict(results["heads"]["score" + head.suffix])
@@ -120,21 +121,22 @@ def main(argv=None):
 
 
 def score_cli(args):
-    model, dataset = resolve_args(args)
+    net = resolve_args(args)
+    model, dataset = net.model, net.dataset
     curves = read_jsonl(args.curves) if args.curves else ()       # a bad file fails before scoring
     if args.out:                                 # before minutes of scoring
         check_file(args.out, [("--weights", args.weights), ("--curves", args.curves)],
-                   data_dirs=[("dataset directory", args.root or dataset.val.root)])
+                   data_dirs=[("dataset directory", net.data_root(dataset.val))])
     set_device(args.gpu)
-    results = score_model(model, dataset, args.weights, args.split, args.root,
+    results = score_model(net, args.weights,
                           present_only=False if args.all_classes else None,
-                          width=args.width, progress=_progress_printer(args.every),
+                          progress=_progress_printer(args.every),
                           scales=args.scales, flip=args.flip, gallery=GALLERY_SIZE if args.out else 0)
     print(f"{model.name} on {dataset.name} {results['split']} ({results['n_iter']} images), "
           f"weights {args.weights}" + tta_note(args.scales, args.flip))
     print(format_table(results, dataset))
     if args.out:
-        write_scores(args.out, to_json(results, model, dataset, args.weights, results["split"]),
+        write_scores(args.out, to_json(results, net, args.weights, results["split"]),
                      results["galleries"], curves)
     return 0
 

@@ -22,7 +22,7 @@ from common.atomic import atomic_write
 from common.outputs import check_file
 from common.cli import add_device_args, parse_width, run_cli, set_device
 from common.errors import UserError
-from net_specs.models import get_model
+from net_specs import NetConfig
 from surgery.download import download
 from surgery.published import DIRECTORY, RELEASED_LIST, get_released
 
@@ -32,20 +32,20 @@ from .cli import to_json, tta_note, write_scores
 from ..inference.tta import PLAIN, add_tta_args
 
 
-def evaluate(released, weights_dir=DIRECTORY, root=None, width=1.0, progress=None,
+def evaluate(released, net=None, weights_dir=DIRECTORY, progress=None,
              scales=PLAIN, flip=False, report_dir=None):
     """Fetch (or verify) one released model's weights and score it: a row
-    dict. `report_dir`: also write its scores.json and report.html there."""
+    dict. `net`: the released model's NetConfig (data root, width; default
+    its own). `report_dir`: also write its scores.json and report.html there."""
     path = download(released.name, weights_dir)
-    model = get_model(released.model)
-    dataset = model.get_dataset()
+    net = net or NetConfig.of(released.model)
+    dataset = net.dataset
     split, paper_images = released.split
-    results = score_model(model, dataset, path, split=split, root=root, width=width,
-                          progress=progress, scales=scales, flip=flip,
+    results = score_model(net.with_val_split(split), path, progress=progress, scales=scales, flip=flip,
                           gallery=GALLERY_SIZE if report_dir else 0)
     if report_dir:
         write_scores(os.path.join(report_dir, "scores.json"),
-                     to_json(results, model, dataset, path, split), results["galleries"])
+                     to_json(results, net, path, split), results["galleries"])
     heads = {head.label: results["heads"]["score" + head.suffix]["mean_iu"]
              for head in dataset.heads}
     return {"model": released.model, "weights": path, "split": split,
@@ -109,7 +109,8 @@ def eval_cli(args):
     for released in releases:
         print(f"scoring {released.name} ...", file=sys.stderr, flush=True)
         reports = os.path.join(os.path.dirname(os.path.abspath(args.out)), released.model) if args.out else None
-        rows.append(evaluate(released, args.weights_dir, args.root, args.width,
+        net = NetConfig.of(released.model, root=args.root, width=args.width)
+        rows.append(evaluate(released, net, args.weights_dir,
                              scales=args.scales, flip=args.flip, report_dir=reports))
     print("\n".join(format_rows(rows)))
     if tta_note(args.scales, args.flip):

@@ -1,12 +1,11 @@
 """Scoring nets: forward a val net over a split, confusion matrices per
 head, the papers' metrics (solvers.scoring.metrics) and the mean losses."""
 import os
-from dataclasses import replace
 
 import numpy as np
 
 from common.errors import UserError
-from net_specs import build
+from net_specs import NetConfig, build
 from netio.nets import Caffemodel, load_weights, net_from_param
 
 from ..inference import tta
@@ -149,10 +148,10 @@ def split_size(net, dataset, root, split):
                      f"no split file among {', '.join(candidates)}")
 
 
-def score_model(model, dataset, weights, split=None, root=None, present_only=None,
-                width=1.0, progress=None, n_iter=None, scales=tta.PLAIN, flip=False,
-                gallery=0, max_pixels=DEFAULT_MAX_PIXELS):
-    """Build `model`'s val net on `dataset` (split/root overrides), load
+def score_model(net, weights, present_only=None, progress=None, n_iter=None,
+                scales=tta.PLAIN, flip=False, gallery=0, max_pixels=DEFAULT_MAX_PIXELS):
+    """Build the val net of `net` (a NetConfig: model, dataset, width, data
+    root, NetConfig.with_val_split for another split; or a model name), load
     `weights` and score the whole split. `present_only=None`: each head as
     its record says (Head.present_only: SIFT Flow's semantic head); True or
     False: every head so. `scales`/`flip`: test-time augmentation (solvers.inference.tta)
@@ -160,35 +159,35 @@ def score_model(model, dataset, weights, split=None, root=None, present_only=Non
     per-image results in each head ("images") and "galleries" ({head label:
     per_image.Gallery} of that many worst and best images). Returns
     score_net's dict plus "split"."""
-    if split:
-        dataset = replace(dataset, val=replace(dataset.val, split=split))
+    net = NetConfig.of(net)
+    dataset = net.dataset
     split = dataset.val.split
-    root = root or dataset.val.root
+    root = net.data_root(dataset.val)
     caffemodel = Caffemodel(weights)          # fail fast, before any data is read
     if not os.path.isdir(root):
         hint = f" (`make {dataset.fetch_target}` downloads it)" if dataset.fetch_target else ""
         raise ScoreError(f"dataset directory not found: {root}{hint}")
-    proto = build(model, "val", dataset=dataset, root=root, width=width)
+    proto = build(net, "val")
     try:
-        net = net_from_param(proto)
+        val_net = net_from_param(proto)
     except Exception as exc:
         raise ScoreError(f"cannot open split {split!r} of {dataset.name} at {root}: "
                          f"{type(exc).__name__}: {exc}") from None
-    load_weights(net, caffemodel)
+    load_weights(val_net, caffemodel)
     if n_iter is None:
-        n_iter = split_size(net, dataset, root, split)
+        n_iter = split_size(val_net, dataset, root, split)
     heads = dataset_heads(dataset, present_only)
     predict = None
     if not tta.is_plain(scales, flip):
-        deploy = build(model, "deploy", dataset=dataset, width=width, size=(64, 64))
+        deploy = build(net, "deploy", size=(64, 64))
         deploy_net = net_from_param(deploy, weights=caffemodel, warn=False)
-        run = tta.deploy_runner(deploy_net, deploy, dataset.input_variant(model.inputs).names,
+        run = tta.deploy_runner(deploy_net, deploy, net.inputs.names,
                                 [h[0] for h in heads], max_pixels)
 
         def predict(inputs):
             return tta.augmented_scores(run, inputs, scales, flip)
     images = ImageTally.for_dataset(dataset, gallery) if gallery else None
-    results = score_net(net, n_iter, heads, progress=progress, predict=predict, images=images)
+    results = score_net(val_net, n_iter, heads, progress=progress, predict=predict, images=images)
     results["split"] = split
     if predict:
         results["tta"] = {"scales": list(scales), "flip": bool(flip)}

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from common.atomic import atomic_write
 from common.cli import run_cli
+from common.outputs import check_dir
 from common.errors import UserError
 from common.palette import png_bytes
 
@@ -262,6 +263,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     def body(a):
+        check_dir(a.out, [("scores", a.scores), ("--metrics", a.metrics)])     # before reading
         scores = read_json(a.scores, "scores file")
         if not isinstance(scores, dict):
             raise UserError(f"{a.scores}: expected a JSON object (solvers.score --out)")

@@ -14,7 +14,6 @@ import sys
 
 from common.cli import (add_device_args, add_model_args, int_at_least, positive_float,
                         run_cli, set_device, terminate_as_interrupt)
-from common.errors import InputError
 from common.outputs import check_dir
 from layers.reader import MAX_QUEUE_DEPTH, MAX_WORKERS
 
@@ -78,26 +77,20 @@ def int_between(flag, low, high):
 
 
 def solve_cli(args):
-    model, dataset = resolve_args(args)
+    net = resolve_args(args)
+    model = net.model
     out = args.out or os.path.join("runs", model.name)
     check_dir(out, [("--resume", args.resume)] + [("--weights", w) for w in args.weights or ()])
     args.out = out
     if args.gpus:
         from .multigpu import MultiGpuConfig, train_multi_gpu
-        try:
-            config = MultiGpuConfig.from_args(args, model.name)
-            return train_multi_gpu(config, model, dataset)
-        except ValueError as exc:
-            # multigpu.py reports a bad --gpus (ids, no NCCL, no such GPU) as a
-            # plain ValueError; once it raises InputError itself, this goes
-            raise InputError(str(exc)) from None
+        return train_multi_gpu(MultiGpuConfig.from_args(args, model.name), net)
     set_device(None if args.cpu else args.gpu)
     if not args.resume:
         check_weights(model, args.weights)
     overrides = {"base_lr": args.base_lr} if args.base_lr is not None else None
-    run = Run.open(model, out_dir=args.out, width=args.width, dataset=dataset, root=args.root,
-                   snapshot_every=args.snapshot_every, solver_overrides=overrides,
-                   workers=args.workers, queue_depth=args.queue_depth)
+    run = Run.open(net, out_dir=args.out, snapshot_every=args.snapshot_every,
+                   solver_overrides=overrides)
     try:
         if args.resume:
             run.resume(args.resume)

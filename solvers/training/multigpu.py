@@ -18,53 +18,50 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import caffe
 
 from common.cli import EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, one_line
+from common.errors import InputError, UserError
 
-from .run import SEED, Run, TrainingDiverged, check_weights, hard_exit, remaining_iterations, \
+from .run import Run, TrainingDiverged, check_weights, hard_exit, remaining_iterations, \
     solverstate_iter
 
 
 @dataclass(frozen=True)
 class MultiGpuConfig:
-    """What a worker needs of the command line, and nothing more."""
+    """What a worker needs of the command line beside the net's record
+    (net_specs.NetConfig: width, data location and loading), and nothing more."""
     gpus: tuple
     out: str
-    width: float = 1.0
-    root: Optional[str] = None
     weights: tuple = ()
     resume: Optional[str] = None
     iters: Optional[int] = None
     score_every: int = 4000
     snapshot_every: int = 4000
     base_lr: Optional[float] = None
-    workers: Optional[int] = None
-    queue_depth: Optional[int] = None
 
     @classmethod
     def from_args(cls, args, model_name=None):
         gpus = tuple(int(g) for g in parse_gpus(args.gpus))
         return cls(gpus=gpus, out=args.out or os.path.join("runs", model_name or args.model),
-                   width=args.width, root=args.root, weights=tuple(args.weights or ()),
-                   resume=args.resume, iters=args.iters, score_every=args.score_every,
-                   snapshot_every=args.snapshot_every, base_lr=args.base_lr,
-                   workers=args.workers, queue_depth=args.queue_depth)
+                   weights=tuple(args.weights or ()), resume=args.resume, iters=args.iters,
+                   score_every=args.score_every, snapshot_every=args.snapshot_every,
+                   base_lr=args.base_lr)
 
 
 def parse_gpus(text):
-    """'0,1,2' -> [0, 1, 2]; a ValueError naming --gpus otherwise."""
+    """'0,1,2' -> [0, 1, 2]; an InputError naming --gpus otherwise."""
     try:
         gpus = [int(g) for g in str(text).split(",") if g.strip()]
     except ValueError:
         gpus = []
     if not gpus or min(gpus) < 0:
-        raise ValueError(f"--gpus must list GPU ids like 0,1, got {text!r}")
+        raise InputError(f"--gpus must list GPU ids like 0,1, got {text!r}")
     if len(set(gpus)) != len(gpus):
-        raise ValueError(f"--gpus lists a GPU twice: {text!r}")
+        raise InputError(f"--gpus lists a GPU twice: {text!r}")
     return gpus
 
 
@@ -75,7 +72,7 @@ def check_gpus_exist(gpus):
     available = gpu_count()
     missing = [g for g in gpus if g >= available]
     if missing:
-        raise ValueError(f"--gpus {','.join(map(str, gpus))}: no GPU {missing[0]}: this machine "
+        raise InputError(f"--gpus {','.join(map(str, gpus))}: no GPU {missing[0]}: this machine "
                          f"has {available} usable CUDA device(s) (driver 580 or newer needed)")
 
 
@@ -86,7 +83,7 @@ def iterations_for(config, model):
     return remaining_iterations(config.iters, model.solver.max_iter, start)
 
 
-def make_run(config, model, dataset, rank):
+def make_run(config, net, rank):
     """Rank `rank`'s Run (rank 0 in the run directory, the others under ranks/).
 
     Only rank 0 takes Caffe's periodic snapshots: this Caffe's root_solver()
@@ -97,20 +94,19 @@ def make_run(config, model, dataset, rank):
     run while the next backward accumulates into the same buffers."""
     out = config.out if rank == 0 else os.path.join(config.out, "ranks", str(rank))
     overrides = {"base_lr": config.base_lr} if config.base_lr is not None else {}
-    if model.solver.iter_size > 1:
+    if net.model.solver.iter_size > 1:
         overrides["layer_wise_reduce"] = False
-    return Run.open(model, out_dir=out, width=config.width, dataset=dataset, root=config.root,
-                    snapshot_every=config.snapshot_every if rank == 0 else 0, seed=SEED + rank,
-                    solver_overrides=overrides or None, workers=config.workers,
-                    queue_depth=config.queue_depth)
+    return Run.open(replace(net, seed=net.seed + rank), out_dir=out,
+                    snapshot_every=config.snapshot_every if rank == 0 else 0,
+                    solver_overrides=overrides or None)
 
 
-def open_rank(config, model, dataset, rank):
+def open_rank(config, net, rank):
     """Rank `rank`'s Run, initialised: a resumed run restores the solver state
     (iteration, momentum / Adam history, data position) on every rank, as
     BVLC's train.py does; rank 0 alone loads fresh weights (NCCL broadcasts
     them)."""
-    run = make_run(config, model, dataset, rank)
+    run = make_run(config, net, rank)
     try:
         if config.resume:
             run.resume(config.resume)
@@ -123,7 +119,7 @@ def open_rank(config, model, dataset, rank):
     return run
 
 
-def _worker(config, model, dataset, uid, iters, rank, stop):
+def _worker(config, net, uid, iters, rank, stop):
     """One rank, in its own spawned process. Ranks other than 0 ignore Ctrl-C
     (the terminal sends it to every process): they stop between steps when
     the parent sets `stop`; rank 0 snapshots and leaves with 130."""
@@ -136,7 +132,7 @@ def _worker(config, model, dataset, uid, iters, rank, stop):
     caffe.set_solver_rank(rank)
     caffe.set_multiprocess(True)
     try:
-        run = open_rank(config, model, dataset, rank)
+        run = open_rank(config, net, rank)
         nccl = caffe.NCCL(run.solver, uid)
         nccl.bcast()
         run.solver.add_callback(nccl)
@@ -244,16 +240,17 @@ def is_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-def train_multi_gpu(config, model, dataset):
-    """Train on the GPUs of `config.gpus`, one process each; the exit status."""
+def train_multi_gpu(config, net):
+    """Train `net` (a NetConfig) on the GPUs of `config.gpus`, one process
+    each; the exit status."""
     if not hasattr(caffe, "NCCL"):
-        raise ValueError("--gpus needs pycaffe built with NCCL (USE_NCCL): build it with "
+        raise UserError("--gpus needs pycaffe built with NCCL (USE_NCCL): build it with "
                          "`make install CUDA=1` (CUDA and NCCL) or use the Docker image "
                          "(make docker-build); the CPU build has no multi-GPU support")
     check_gpus_exist(config.gpus)
     if not config.resume:
-        check_weights(model, config.weights)
-    iters = iterations_for(config, model)
+        check_weights(net.model, config.weights)
+    iters = iterations_for(config, net.model)
     uid = caffe.NCCL.new_uid()
-    procs, stop = start_ranks(_worker, (config, model, dataset, uid, iters), len(config.gpus))
+    procs, stop = start_ranks(_worker, (config, net, uid, iters), len(config.gpus))
     return supervise(procs, stop)

@@ -15,8 +15,7 @@ from google.protobuf import text_format
 
 from common.atomic import atomic_write
 from common.cli import USER_ERRORS, one_line
-from common.seed import SEED
-from net_specs import PHASES, build, get_model
+from net_specs import PHASES, NetConfig, build
 from netio.nets import save_weights
 from surgery.bilinear import interp, upsampling_layers
 
@@ -44,17 +43,13 @@ def data_layer(net):
 class Run:
     """One training run of one model in runs/<model>/."""
 
-    def __init__(self, model, out_dir=None, width=1.0, dataset=None, root=None,
-                 solver_overrides=None, snapshot_every=4000, prefetch=True, seed=SEED,
-                 workers=None, queue_depth=None):
+    def __init__(self, net, out_dir=None, solver_overrides=None, snapshot_every=4000):
         """Only the run's settings and paths; `open` (or `Run.open`) makes it.
-        `workers` / `queue_depth`: the data layers' loader processes and the
-        examples each keeps ready (None: the layers' defaults)."""
-        self.model = get_model(model) if isinstance(model, str) else model
-        self.dataset = dataset or self.model.get_dataset()
+        `net`: a NetConfig (net_specs.netconfig: model, dataset, width and the
+        data layers' loading), or a model name or Model on its own dataset."""
+        self.net = NetConfig.of(net)
+        self.model, self.dataset = self.net.model, self.net.dataset
         self.dir = out_dir or os.path.join("runs", self.model.name)
-        self.width, self.root, self.prefetch, self.seed = width, root, prefetch, seed
-        self.workers, self.queue_depth = workers, queue_depth
         self.solver_overrides, self.snapshot_every = solver_overrides, snapshot_every
         self.paths = {p: os.path.join(self.dir, f"{p}.prototxt") for p in PHASES}
         self.solver_path = os.path.join(self.dir, "solver.prototxt")
@@ -140,10 +135,7 @@ class Run:
     def write_nets(self, paths=None):
         """train/val/deploy.prototxt of the model on the run's dataset."""
         for phase, path in (paths or self.paths).items():
-            proto = build(self.model, phase, dataset=self.dataset, root=self.root, width=self.width,
-                          prefetch=self.prefetch, seed=self.seed, workers=self.workers,
-                          queue_depth=self.queue_depth)
-            atomic_write(path, str(proto))
+            atomic_write(path, str(build(self.net, phase)))
 
     def write_solver(self, path=None):
         atomic_write(path or self.solver_path, text_format.MessageToString(self.param))
@@ -151,7 +143,7 @@ class Run:
     def check_data(self):
         """Fail before building anything when the dataset is not on disk."""
         for source in (self.dataset.train, self.dataset.val):
-            root = self.root or source.root
+            root = self.net.data_root(source)
             if not os.path.isdir(root):
                 fetch = (f"run `make {self.dataset.fetch_target}` to download it, or "
                          if self.dataset.fetch_target else "")
