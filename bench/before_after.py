@@ -41,7 +41,7 @@ import time
 
 from common.atomic import atomic_write
 
-from . import common, engine, fcn_speed, layer_profile, peak
+from . import common, engine, fcn_speed, flops, peak
 
 MODELS = ("voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet")
 SIZES = ("500x500", "1000x1000")
@@ -105,7 +105,7 @@ def measure_row(model, size, threads, mode, runs, env_before, env_after, caffe_p
             row[f"{key}_engine"] = r.get("engine")
             row[f"{key}_caffe"] = f"{r.get('caffe')} ({r.get('libcaffe')})"
         if gmac:
-            row[f"{key}_gflops"] = layer_profile.gflops(gmac, r["ms"])
+            row[f"{key}_gflops"] = flops.rate(gmac, r["ms"])
     for caffe_key in ("before", "after"):
         for peer in ("torch", "ort"):
             if row.get(f"{caffe_key}_ms") and row.get(f"{peer}_ms"):

@@ -62,11 +62,6 @@ def run(model=MODELS[0], size=SIZE, runs=3, threads=None, before=None, engine_na
     return r
 
 
-def gflops(gmac, ms):
-    """GFLOP/s of `gmac` multiply-adds in `ms`; None for layers without any."""
-    return flops.gflop(gmac * 1e9) / (ms / 1e3) if gmac else None
-
-
 def by_type(result):
     """Rows per layer type: ms, share of the forward, GFLOP/s for convolutions."""
     groups = {}
@@ -78,13 +73,13 @@ def by_type(result):
     rows = sorted(groups.values(), key=lambda g: -g["ms"])
     for g in rows:
         g["share"] = g["ms"] / result["total_ms"]
-        g["gflops"] = gflops(g["gmac"], g["ms"])
+        g["gflops"] = flops.rate(g["gmac"], g["ms"])
     return rows
 
 
 def top_layers(result, n=12):
     rows = sorted(result["layers"], key=lambda l: -l["ms"])[:n]
-    return [dict(l, share=l["ms"] / result["total_ms"], gflops=gflops(l["gmac"], l["ms"])) for l in rows]
+    return [dict(l, share=l["ms"] / result["total_ms"], gflops=flops.rate(l["gmac"], l["ms"])) for l in rows]
 
 
 TYPE_COLUMNS = [("type", "layer type", None), ("layers", "layers", None), ("ms", "ms", "{:.0f}"),
