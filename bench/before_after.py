@@ -123,7 +123,12 @@ def add_peaks(rows, peaks):
                 row[f"{key}_peak"] = row[f"{key}_gflops"] / row["peak"]
 
 
-def run(configs, runs, env_before, env_after, caffe_python=None, peak_n=peak.DEFAULT_N, log=print):
+def log_line(text):
+    print(text, flush=True)         # progress shows while a long run's output is redirected
+
+
+def run(configs, runs, env_before, env_after, caffe_python=None, peak_n=peak.DEFAULT_N,
+        log=log_line):
     rows = []
     for model, size, threads, mode in configs:
         row = measure_row(model, size, threads, mode, runs, env_before, env_after, caffe_python)
