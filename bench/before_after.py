@@ -165,7 +165,7 @@ def present(rows, cols):
 
 def labels_for(before, onednn):
     return dict(before={"im2col": "im2col", "reference": "reference"}.get(before, "before"),
-                after="oneDNN" if onednn else "after", torch="PyTorch", ort="onnxruntime")
+                after="oneDNN" if onednn else "im2col", torch="PyTorch", ort="onnxruntime")
 
 
 def parse_args(argv=None):
