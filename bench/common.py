@@ -76,7 +76,8 @@ def run_child(module, args, env=None, timeout=900, python=None, flag="--child"):
     Failures (crash, timeout, no result line) come back as {"error": ...}
     so that one broken configuration never stops a whole benchmark.
     `python`: another interpreter; it gets this environment without
-    FOREIGN_ENV and with only the repository on PYTHONPATH.
+    FOREIGN_ENV and with only the repository on PYTHONPATH. A variable
+    that `env` maps to None is removed from the child's environment.
     """
     if python:
         full_env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
@@ -84,6 +85,7 @@ def run_child(module, args, env=None, timeout=900, python=None, flag="--child"):
     else:
         full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     cmd = [python or sys.executable, "-m", f"bench.{module}", flag, *map(str, args)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
@@ -237,15 +239,24 @@ def caffe_lib():
     return os.path.join(os.path.dirname(spec.origin), "_caffe.so")
 
 
-def caffe_blas():
-    """The BLAS library Caffe resolves in this environment, from `ldd` (which
-    honours LD_LIBRARY_PATH) of _caffe.so: {soname, path, realpath}."""
+def caffe_library(pattern):
+    """The first library matching `pattern` (a regex on the soname) that `ldd`
+    (which honours LD_LIBRARY_PATH and lists libcaffe's own dependencies too)
+    resolves for _caffe.so: {soname, path, realpath}, or None."""
     out = subprocess.run(["ldd", caffe_lib()], capture_output=True, text=True).stdout
     for line in out.splitlines():
-        m = re.match(r"\s*(\S*(?:blas|blis)\S*)\s+=>\s+(\S+)", line)
+        m = re.match(r"\s*(\S*(?:%s)\S*)\s+=>\s+(\S+)" % pattern, line)
         if m:
             return dict(soname=m.group(1), path=m.group(2), realpath=os.path.realpath(m.group(2)))
-    raise RuntimeError("ldd of _caffe.so shows no BLAS library:\n" + out)
+    return None
+
+
+def caffe_blas():
+    """The BLAS library Caffe resolves in this environment (caffe_library)."""
+    found = caffe_library("blas|blis")
+    if found is None:
+        raise RuntimeError(f"ldd of {caffe_lib()} shows no BLAS library")
+    return found
 
 
 def mapped_libraries(pattern):

@@ -17,7 +17,7 @@ the weight gradients of learnable layers and no gradient for the data.
 import argparse
 import os
 
-from . import common, flops
+from . import common, engine, flops
 
 MODELS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet")
 SIZES = ("500x500", "375x500", "256x256", "1000x1000")
@@ -50,7 +50,7 @@ def measure(model, size, mode, runs, gpu=None, seed=0, after=None):
                caffe=os.path.dirname(caffe.__file__), libcaffe=common.loaded_libcaffe(),
                gmac=macs / 1e9, gflops=flops.gflop(macs) / (t["ms"] / 1e3),
                peak_rss_mb=common.peak_rss_mb(), blas=blas,
-               **t)
+               **(engine.current() if gpu is None else {}), **t)
     if gpu is not None:
         # while the net is alive: its blobs, parameters, gradients and cuDNN
         # workspaces (Caffe frees none of them between passes)

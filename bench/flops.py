@@ -49,3 +49,8 @@ def backward_macs(net, proto):
 def gflop(macs):
     """GFLOP of `macs` multiply-accumulates (2 FLOP each)."""
     return 2 * macs / 1e9
+
+
+def rate(gmac, ms):
+    """GFLOP/s of `gmac` billion multiply-adds done in `ms`; None without any."""
+    return gflop(gmac * 1e9) / (ms / 1e3) if gmac else None

@@ -84,12 +84,14 @@ def measure(n, runs, gpu=None):
     return out
 
 
-def run(threads_list, n=DEFAULT_N, runs=5, gpu=None, env=None, timeout=900):
-    """[{threads, sgemm_gflops, caffe_gflops, ...}], one child per thread count."""
+def run(threads_list, n=DEFAULT_N, runs=5, gpu=None, env=None, timeout=900, python=None):
+    """[{threads, sgemm_gflops, caffe_gflops, ...}], one child per thread count
+    (`python`: the interpreter whose caffe and BLAS to measure)."""
     rows = []
     for t in threads_list:
         r = common.run_child("peak", [n, runs] + ([] if gpu is None else ["--gpu", gpu]),
-                             env=dict(env or {}, **common.thread_env(t)), timeout=timeout)
+                             env=dict(env or {}, **common.thread_env(t)), timeout=timeout,
+                             python=python)
         r["threads"] = t
         rows.append(r)
     return rows

@@ -76,7 +76,24 @@ def _layer_args(layer):
                     (p.concat_dim if p.HasField("concat_dim") else 1))
     if t == "Softmax":
         return dict(axis=layer.softmax_param.axis)
+    if t == "SoftmaxWithLoss":
+        return _loss_args(layer.loss_param)
     return {}
+
+
+def _loss_args(p):
+    """SoftmaxWithLoss's ignored label and divisor, as Caffe resolves them:
+    `normalization` if set, else the old `normalize` (true: VALID, false:
+    BATCH_SIZE), else VALID."""
+    modes = {p.FULL: "full", p.VALID: "valid", p.BATCH_SIZE: "batch_size", p.NONE: "none"}
+    if p.HasField("normalization"):
+        norm = modes[p.normalization]
+    elif p.HasField("normalize"):
+        norm = "valid" if p.normalize else "batch_size"
+    else:
+        norm = "valid"
+    return dict(ignore_label=p.ignore_label if p.HasField("ignore_label") else None,
+                normalization=norm)
 
 
 def layer_specs(proto):
@@ -141,11 +158,12 @@ class TorchNet:
         return {k: self.torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(self.device)
                 for k, v in inputs.items()}
 
-    def __call__(self, inputs):
-        """inputs: {blob name: ndarray or tensor}; returns every blob as a torch tensor."""
+    def __call__(self, inputs, grad=False):
+        """inputs: {blob name: ndarray or tensor}; returns every blob as a torch
+        tensor. `grad`: record the graph for a backward (see `learn`)."""
         blobs = {k: v if isinstance(v, self.torch.Tensor) else self.to_device({k: v})[k]
                  for k, v in inputs.items()}
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(not grad):
             for layer in self.layers:
                 if layer["type"] == "Input":
                     continue
@@ -154,6 +172,24 @@ class TorchNet:
                 for name, value in zip(layer["top"], tops if isinstance(tops, list) else [tops]):
                     blobs[name] = value
         return blobs
+
+    def learn(self, proto):
+        """Make the param blobs that learn in Caffe require gradients: lr_mult
+        != 0, as Caffe's param_propagate_down decides (no ParamSpec: learns)."""
+        specs = {l.name: l.param for l in proto.layer}
+        for name, blobs in self.params.items():
+            for i, b in enumerate(blobs):
+                b.requires_grad_(i >= len(specs[name]) or specs[name][i].lr_mult != 0)
+
+    def train_step(self, inputs, loss="loss"):
+        """Training's step without the update: forward to the loss blob, then
+        backward into the learning params (none into the data). Returns the loss."""
+        for blobs in self.params.values():
+            for b in blobs:
+                b.grad = None
+        value = self(inputs, grad=True)[loss]
+        value.backward()
+        return float(value.detach())
 
     def run(self, layer, x, w):
         import torch.nn.functional as F
@@ -182,6 +218,8 @@ class TorchNet:
             return self.torch.cat(x, a["axis"])
         if t == "Softmax":
             return F.softmax(x[0], a["axis"])
+        if t == "SoftmaxWithLoss":
+            return self.softmax_loss(a, x[0], x[1])
         raise NotImplementedError(f"layer {layer['name']}: type {t} has no torch equivalent here")
 
     @staticmethod
@@ -196,6 +234,20 @@ class TorchNet:
         if a["method"] == "ave":                         # Caffe counts the padding in the divisor
             return F.avg_pool2d(x, k, s, pad, ceil_mode=True, count_include_pad=True)
         raise NotImplementedError("stochastic pooling")
+
+    @staticmethod
+    def softmax_loss(a, score, label):
+        import torch.nn.functional as F
+        label = label[:, 0].long()
+        ignore = a["ignore_label"]
+        total = F.cross_entropy(score, label, ignore_index=-100 if ignore is None else ignore,
+                                reduction="sum")
+        norm = a["normalization"]
+        if norm == "valid":
+            count = label.numel() if ignore is None else int((label != ignore).sum())
+        else:
+            count = {"full": label.numel(), "batch_size": label.shape[0], "none": 1}[norm]
+        return total / max(count, 1)
 
     @staticmethod
     def crop(a, x, like):
@@ -259,14 +311,22 @@ def compare(model, size, seed=0):
     return dict(model=model, size=size, outputs=sorted(ref), max_abs_diff=diff, scale=scale)
 
 
-def time_torch(model, size, runs, threads):
-    """Torch forward of the model in this process (call it in a child)."""
+def time_torch(model, size, runs, threads, mode="fwd"):
+    """Torch forward (mode fwd) or forward+backward as bench.fcn_speed's
+    fwdbwd (training's loss, weight gradients where Caffe learns, none for
+    the data) of the model in this process (call it in a child)."""
     import torch
     torch.set_num_threads(threads)
-    _, tnet, inputs = caffe_and_torch(model, size)
+    backward = mode == "fwdbwd"
+    proto, net = caffe_net(model, size, loss=backward)
+    tnet = TorchNet.from_caffe(proto, net)
+    inputs = {k: net.blobs[k].data.copy() for k in net.inputs}
+    del net
+    if backward:
+        tnet.learn(proto)
     common.reset_peak_rss()     # the Caffe net that lent its weights is gone: count torch alone
-    t = common.timeit(lambda: tnet(inputs), runs)
-    return dict(model=model, size=size, torch=torch.__version__, threads=threads,
+    t = common.timeit((lambda: tnet.train_step(inputs)) if backward else (lambda: tnet(inputs)), runs)
+    return dict(model=model, size=size, mode=mode, torch=torch.__version__, threads=threads,
                 peak_rss_mb=common.peak_rss_mb(), **t)
 
 
@@ -333,8 +393,8 @@ def main(argv=None):
         common.emit(time_plain(out_dir, name, int(runs), device, benchmark == "1"))
         return
     if args.child:
-        model, size, runs, threads = args.config
-        common.emit(time_torch(model, size, int(runs), int(threads)))
+        model, size, runs, threads, *mode = args.config
+        common.emit(time_torch(model, size, int(runs), int(threads), *mode))
         return
     models = args.models.split(",")
     if args.check:

@@ -64,3 +64,29 @@ def test_the_torch_column_runs_in_an_interpreter_without_caffe(tmp_path):
     assert torch_row["tf32"] is False and torch_row["cudnn_benchmark"] is False
     assert torch_row["max_rel_diff_vs_caffe"] < 1e-4
     assert torch_row["status"].startswith("ok on cpu; Caffe's side needs a GPU")
+
+
+def test_forward_backward_matches_caffe():
+    """bench.torch_ref's fwdbwd column does training's backward: the same
+    SoftmaxWithLoss (ignore 255, normalize false) and the gradient of every
+    learning parameter equal to Caffe's; the frozen bilinear upscore learns
+    nothing. Inputs scaled down so that no probability underflows (Caffe
+    clamps log(p) at log(FLT_MIN), torch does not)."""
+    import numpy as np
+    proto, net = torch_ref.caffe_net("voc-fcn-alexnet", "67x91", seed=2, loss=True)
+    net.blobs["data"].data[...] *= 1e-3
+    net.blobs["label"].data[0, 0, :5] = 255
+    tnet = torch_ref.TorchNet.from_caffe(proto, net)
+    tnet.learn(proto)
+    loss = tnet.train_step({k: net.blobs[k].data.copy() for k in net.inputs})
+    net.forward()
+    net.backward()
+    assert loss == pytest.approx(float(net.blobs["loss"].data), rel=1e-5)
+    assert tnet.params["upscore"][0].grad is None
+    for name, blobs in net.params.items():
+        if name == "upscore":
+            continue
+        for i, blob in enumerate(blobs):
+            got, want = tnet.params[name][i].grad.numpy(), blob.diff
+            assert np.abs(want).max() > 0, (name, i)
+            assert np.abs(got - want).max() <= REL_TOL * np.abs(want).max(), (name, i)
