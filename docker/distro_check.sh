@@ -172,4 +172,6 @@ main() {
   say "$suite: passed in $(( $(date +%s) - start )) s (root, clone and mounts not counted)"
 }
 
-main "$@"
+# exit on the same line: bash reads a script as it runs it, so a checkout that
+# changed this file during a run would otherwise go on reading at the old offset
+main "$@"; exit
