@@ -269,18 +269,25 @@ layer { name: "up_grouped" type: "Deconvolution" bottom: "up" top: "up_grouped"
 """
 
 
+def random_net(tmp_path, text, seed):
+    """A TEST net from prototxt text with N(0, 1) parameters and inputs; (net, its rng)."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.RandomState(seed)
+    for params in net.params.values():
+        for p in params:
+            p.data[...] = rng.randn(*p.data.shape)
+    for name in net.inputs:
+        net.blobs[name].data[...] = rng.randn(*net.blobs[name].data.shape)
+    return net, rng
+
+
 def test_convolution_variants_match_unpatched(tmp_path, monkeypatch):
     """Groups, dilation, rectangular kernels and strides, 1x1, batch 2, and
     deconvolutions whose weights learn (their backward reuses the im2col of
     the weight gradient when it fits one chunk), with all gradients."""
-    path = tmp_path / "variants.prototxt"
-    path.write_text(VARIANTS)
-    net = caffe.Net(str(path), caffe.TEST)
-    rng = np.random.RandomState(0)
-    for params in net.params.values():
-        for p in params:
-            p.data[...] = rng.randn(*p.data.shape)
-    net.blobs["data"].data[...] = rng.randn(*net.blobs["data"].data.shape)
+    net, rng = random_net(tmp_path, VARIANTS, 0)
     top_diff = rng.randn(*net.blobs["up_grouped"].data.shape)
 
     def step(forward_path, backward_path):
@@ -334,14 +341,7 @@ def test_onednn_reorders_weights_once_and_sees_python_writes(tmp_path, monkeypat
     first forward only (not again for the same or a new input shape), and a
     write through net.params[...][0].data is picked up by the next forward,
     for a Convolution and a Deconvolution (the classic weight-caching bug)."""
-    path = tmp_path / "reorder.prototxt"
-    path.write_text(REORDER_NET)
-    net = caffe.Net(str(path), caffe.TEST)
-    rng = np.random.RandomState(3)
-    for params in net.params.values():
-        for p in params:
-            p.data[...] = rng.randn(*p.data.shape)
-    net.blobs["data"].data[...] = rng.randn(*net.blobs["data"].data.shape)
+    net, rng = random_net(tmp_path, REORDER_NET, 3)
     use_path(monkeypatch, "onednn")
     monkeypatch.setenv("CAFFE_ONEDNN_LOG", "1")
     capfd.readouterr()
@@ -377,3 +377,36 @@ def test_cpu_conv_switch_rejects_an_unknown_path(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "CAFFE_CPU_CONV=gemm: expected 'onednn' or 'im2col'" in out.stderr
+
+
+FC6_LIKE_NET = """
+force_backward: true
+input: "data" input_shape { dim: 1 dim: 512 dim: 5 dim: 4 }
+layer { name: "fc" type: "Convolution" bottom: "data" top: "fc"
+        convolution_param { num_output: 4096 kernel_size: 2 } }
+"""
+
+
+def test_onednn_fc6_like_layer_keeps_caffe_layout(tmp_path, monkeypatch, capfd):
+    """A layer with 32 MiB of weights (512 x 4096 x 2 x 2, like fc6/fc7) is
+    never copied into a blocked layout (no reorder line), and its forward,
+    data and weight gradients match the unpatched path."""
+    net, rng = random_net(tmp_path, FC6_LIKE_NET, 4)
+    top_diff = rng.randn(*net.blobs["fc"].data.shape)
+    monkeypatch.setenv("CAFFE_ONEDNN_LOG", "1")
+
+    def step(path):
+        for p in net.params["fc"]:
+            p.diff[...] = 0
+        use_path(monkeypatch, path)
+        net.forward()
+        net.blobs["fc"].diff[...] = top_diff
+        net.backward()
+        return {"fc": net.blobs["fc"].data.copy(), "data diff": net.blobs["data"].diff.copy(),
+                "fc[0] diff": net.params["fc"][0].diff.copy()}
+
+    reference = step("reference")
+    capfd.readouterr()
+    onednn = step("onednn")
+    assert reorders(capfd) == {}
+    assert_close(reference, onednn, "fc6-like layer")
