@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED := 1
 -include .cache/device.mk
 
 .PHONY: help install deps test-deps venv caffe test test-fast demo demo-robustness prototxts docker-build docker-run bench clean-caffe \
-        cuda-check cuda-build gpu-check gpu-kit kit-check distro-check
+        cuda-check cuda-build gpu-check gpu-kit kit-check distro-check cpu-gtest
 
 help:
 	@echo "make install     Debian build deps, .venv with pinned deps, CPU pycaffe (cached)"
@@ -28,6 +28,7 @@ help:
 	@echo "make kit-check   CI's GPU-less proof that the kit is self-contained (builds it, cached)"
 	@echo "make distro-check   CI's Debian 13 check: install, fast tests, CUDA compile in a debootstrapped root (root)"
 	@echo "make test        install, then the whole test suite (what CI runs)"
+	@echo "make cpu-gtest   BVLC Caffe's gtests of the layers our patches touch, on the CPU build"
 	@echo "make demo        install, then the embedded end-to-end demo (synthetic data, CPU)"
 	@echo "make demo-robustness   the demo over BLAS threads 1,2 x 3 seeds (~35 min); rewrites docs/demo.md's demo results"
 	@echo "make prototxts   emit every model's train/val/deploy prototxt into models/"
@@ -151,6 +152,28 @@ kit-check: install deps
 	@$(cuda_venv)
 	@$(check_build) && \
 	  bash kit/build.sh >/dev/null && PY=$(PY) bash kit/check.sh
+
+# BVLC Caffe's own gtests for every layer our patches touch, on the CPU build
+# (the oneDNN convolutions included; gradient checks too), 2 OpenMP threads.
+# The binary is built once per Caffe build (kit/gtest_build.sh, as the GPU
+# kit's); kit/gtest.py runs it and writes the counts to .cache/cpu-gtest.txt.
+CPU_GTEST_SUITES := test_convolution_layer test_deconvolution_layer test_im2col_layer \
+  test_pooling_layer test_neuron_layer test_lrn_layer test_softmax_layer \
+  test_softmax_with_loss_layer test_crop_layer test_eltwise_layer test_concat_layer \
+  test_split_layer test_scale_layer test_inner_product_layer test_net \
+  test_gradient_based_solver test_upgrade_proto
+CPU_GTEST_SECONDS ?= 900
+ifeq ($(CUDA),1)
+cpu-gtest:
+	@echo "cpu-gtest: the CPU build's tests (run it with CUDA=0)" >&2; exit 2
+else
+cpu-gtest: install
+	@src=$(CURDIR)/.cache/caffe/src-cpu && \
+	  bin=$$(bash kit/gtest_build.sh $$src "$$(cat .cache/caffe/stamp-cpu)" .cache/cpu-gtest-build.log \
+	    $(CPU_GTEST_SUITES)) && \
+	  OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 $(PY) -m kit.gtest .cache/cpu-gtest.txt --binary $$bin \
+	    --cpu --data-dir $$src --seconds $(CPU_GTEST_SECONDS)
+endif
 
 # CI's check of today's Debian (docs/platforms.md): in a debootstrapped Debian 13
 # root (cached under FCN_CACHE/distro), a fresh clone of this commit runs

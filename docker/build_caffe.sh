@@ -114,6 +114,13 @@ platform_flags() {
   fi
 }
 
+# oneDNN (libdnnl-dev) for the CPU convolutions (patch 0013), when its
+# header and library link; without it the build keeps im2col + GEMM.
+have_onednn() {
+  printf '#include <oneapi/dnnl/dnnl.hpp>\nint main() { dnnl::engine e(dnnl::engine::kind::cpu, 0); return 0; }\n' \
+    | g++ -x c++ - -o /dev/null -ldnnl 2>/dev/null
+}
+
 write_config() {
   local src=$1 pyinc pylib numpyinc pyver
   pyinc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -145,6 +152,7 @@ write_config() {
     echo "USE_LMDB := 0"
     echo "WITH_PYTHON_LAYER := 1"
     echo "BLAS := open"
+    if have_onednn; then echo "USE_ONEDNN := 1"; fi
     echo "PYTHON_LIBRARIES := boost_python${pyver} python${pyver:0:1}.${pyver:1}"
     echo "PYTHON_INCLUDE := $pyinc $numpyinc"
     echo "PYTHON_LIB := $pylib"
@@ -179,6 +187,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e "$src/python/caffe
   say "up-to-date build found in $src (delete $stamp to force a rebuild)"
 else
   say "building pycaffe ($DEVICE) in $src with $JOBS jobs; this takes several minutes"
+  grep -q '^USE_ONEDNN := 1' "$src/Makefile.config" \
+    || say "oneDNN (libdnnl-dev) not found: CPU convolutions will use im2col + GEMM"
   rm -rf "$src" "$stamp"
   mkdir -p "$src"
   tar xzf "$archive" -C "$src" --strip-components=1

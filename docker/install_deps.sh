@@ -41,7 +41,7 @@ esac
 PKGS="cmake g++ make curl ca-certificates python3-dev ${python}-dev python3-venv
 libboost-system${boost}-dev libboost-thread${boost}-dev libboost-filesystem${boost}-dev
 libboost-python${boost}-dev libboost-regex${boost}-dev libprotobuf-dev protobuf-compiler
-libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev libgtest-dev patch"
+libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev libgtest-dev libdnnl-dev patch"
 # --test: instead, what the test suite needs beyond the build (`make test`, `make
 # test-fast`): a Chromium, in which tests render report.html headless. Debian
 # packages it; Ubuntu 24.04 ships it only as a snap (its chromium-browser deb

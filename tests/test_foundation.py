@@ -94,7 +94,7 @@ def pristine_archive():
 def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     subprocess.run(["tar", "xzf", pristine_archive(), "-C", str(tmp_path),
                     "--strip-components=1"], check=True)
-    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 13)]
+    assert [os.path.basename(p)[:4] for p in PATCHES] == [f"{i:04d}" for i in range(1, 14)]
     for path in PATCHES:
         with open(path) as f:
             out = subprocess.run(["patch", "-p1", "--batch", "--forward"], cwd=tmp_path, stdin=f,
@@ -118,6 +118,11 @@ def test_patches_apply_in_order_to_the_pinned_source(tmp_path):
     cudnn_conv = (tmp_path / "src/caffe/layers/cudnn_conv_layer.cpp").read_text()
     assert "if (shapes == algo_shapes_) { return; }" in cudnn_conv
     assert cudnn_conv.index("cudnnDestroy(handle_[g])") < cudnn_conv.index("cudaStreamDestroy(stream_[g])")
+    # 0013: oneDNN convolutions (Makefile switch, both oneDNN APIs, the layers' calls)
+    assert "LIBRARIES += dnnl" in (tmp_path / "Makefile").read_text()
+    assert "#if DNNL_VERSION_MAJOR >= 3" in (tmp_path / "src/caffe/util/onednn_conv.cpp").read_text()
+    assert "onednn_backward_data(bottom_data, top_data)" in \
+        (tmp_path / "src/caffe/layers/deconv_layer.cpp").read_text()
 
 
 def test_cache_key_changes_with_a_patch(tmp_path):
@@ -152,6 +157,13 @@ def test_pycaffe_is_the_build_it_claims_to_be():
     for name in gpu_libs:
         assert (name in ldd) == CUDA_BUILD, f"{name} in ldd of {lib}: {ldd}"
     assert "not found" not in ldd, ldd
+    # oneDNN (patch 0013) wherever install_deps.sh installed libdnnl-dev
+    lib_dir = os.path.realpath(os.path.join(os.path.dirname(caffe.__file__), "..", "..", "build", "lib"))
+    libcaffe = glob.glob(os.path.join(lib_dir, "libcaffe.so*"))
+    assert libcaffe, f"no libcaffe.so in {lib_dir}"
+    has_dnnl = "libdnnl.so" in subprocess.run(["ldd", libcaffe[0]], capture_output=True,
+                                              text=True).stdout
+    assert has_dnnl == os.path.exists("/usr/include/oneapi/dnnl/dnnl.hpp"), libcaffe[0]
     assert hasattr(caffe, "NCCL") == CUDA_BUILD
     if CUDA_BUILD:   # no GPU needed for a communicator id (own process: NCCL starts threads)
         code = ("import caffe\n"
