@@ -25,7 +25,8 @@
 # Environment: DISTRO_SUITE (default trixie; noble for Ubuntu 24.04),
 # DISTRO_MIRROR (default: the suite's archive), FCN_CACHE, JOBS,
 # DISTRO_STEPS (the make targets run in the clone, each with BENCH_DEPS=0;
-# default "install test-fast cuda-build"; e.g. "install test demo" by hand).
+# default "install test-fast+cuda-build", where A+B runs make B beside
+# make A; e.g. "install test demo" by hand).
 set -euo pipefail
 
 say() { printf '[distro_check] %s\n' "$*" >&2; }
@@ -61,7 +62,10 @@ if [ "$ID" = ubuntu ]; then args+=(BROWSER_TESTS=0); fi
 for target in $DISTRO_STEPS; do
   s=$(date +%s)
   echo "[distro_check] make $target ${args[*]}" >&2
-  make "$target" "${args[@]}"
+  case $target in  # A+B: make B beside make A (docker/make_alongside.sh)
+    *+*) bash docker/make_alongside.sh "${target#*+}" "${target%%+*}" "${args[@]}" ;;
+    *) make "$target" "${args[@]}" ;;
+  esac
   echo "[distro_check] make $target: done in $(( $(date +%s) - s )) s" >&2
   if [ "$target" = install ]; then
     echo "[distro_check] $(gcc --version | head -1); $(protoc --version);" \
@@ -166,7 +170,7 @@ main() {
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 TERM=dumb SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DISTRO_STEPS="${DISTRO_STEPS:-install test-fast cuda-build}" \
+    DISTRO_STEPS="${DISTRO_STEPS:-install test-fast+cuda-build}" \
     CAFFE_CACHE=/root/.cache/fcn-caffe/caffe-cpu JOBS="${JOBS:-$(nproc)}" \
     bash /root/distro-check.sh
   say "$suite: passed in $(( $(date +%s) - start )) s (root, clone and mounts not counted)"

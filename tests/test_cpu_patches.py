@@ -410,3 +410,56 @@ def test_onednn_fc6_like_layer_keeps_caffe_layout(tmp_path, monkeypatch, capfd):
     onednn = step("onednn")
     assert reorders(capfd) == {}
     assert_close(reference, onednn, "fc6-like layer")
+
+
+UPSCORE_459_NET = """
+force_backward: true
+input: "score" input_shape { dim: 1 dim: 459 dim: 5 dim: 6 }
+layer { name: "upscore8" type: "Deconvolution" bottom: "score" top: "upscore8"
+        convolution_param { num_output: 459 kernel_size: 16 stride: 8 bias_term: false } }
+"""
+
+
+def declined(capfd):
+    """{(layer, direction): oneDNN implementation} that CAFFE_ONEDNN_LOG says went to im2col."""
+    found = {}
+    for line in capfd.readouterr().err.splitlines():
+        if line.startswith("caffe onednn: ") and "; im2col + GEMM instead" in line:
+            head, impl = line[len("caffe onednn: "):].split(": oneDNN has only ")
+            layer, direction = head.split(" ", 1)
+            found[(layer, direction)] = impl.split(" for this shape")[0]
+    return found
+
+
+def test_onednn_declines_its_reference_kernels_for_im2col(tmp_path, monkeypatch, capfd):
+    """The 459-class PASCAL-Context FCN-8s upscore (459 x 459 x 16 x 16,
+    216 MB of weights, so Caffe's layouts): oneDNN 3.7 offers only its
+    reference loop nest for its data gradient (minutes per call at real
+    size). Whatever a direction falls back to, forward, data and weight
+    gradients match the unpatched path (the weight gradient may come from
+    oneDNN and the data gradient from im2col, which must then build its own
+    column buffer), and every fallback names a reference ("ref:") kernel."""
+    net, rng = random_net(tmp_path, UPSCORE_459_NET, 5)
+    top_diff = rng.randn(*net.blobs["upscore8"].data.shape)
+    monkeypatch.setenv("CAFFE_ONEDNN_LOG", "1")
+
+    def step(path):
+        net.params["upscore8"][0].diff[...] = 0
+        use_path(monkeypatch, path)
+        net.forward()
+        net.blobs["upscore8"].diff[...] = top_diff
+        net.backward()
+        return {"upscore8": net.blobs["upscore8"].data.copy(),
+                "score diff": net.blobs["score"].diff.copy(),
+                "upscore8[0] diff": net.params["upscore8"][0].diff.copy()}
+
+    reference = step("reference")
+    capfd.readouterr()
+    onednn = step("onednn")
+    fallbacks = declined(capfd)
+    assert all(layer == "upscore8" and impl.startswith("ref:")
+               for (layer, _), impl in fallbacks.items()), fallbacks
+    print("oneDNN declined:", fallbacks or "nothing")
+    assert_close(reference, onednn, "459-class upscore")
+    step("onednn")                                       # the choice is made once per shape
+    assert declined(capfd) == {}
