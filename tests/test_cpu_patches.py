@@ -25,6 +25,7 @@ workspace lowers peak memory.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -434,8 +435,8 @@ def declined(capfd):
 def test_onednn_declines_its_reference_kernels_for_im2col(tmp_path, monkeypatch, capfd):
     """The 459-class PASCAL-Context FCN-8s upscore (459 x 459 x 16 x 16,
     216 MB of weights, so Caffe's layouts): oneDNN 3.7 offers only its
-    reference loop nest for its data gradient (minutes per call at real
-    size). Whatever a direction falls back to, forward, data and weight
+    reference loop nest (inside jit_uni_ncsp_convolution) for its forward
+    and data gradient, seconds per call even on a 5x6 score map. Whatever a direction falls back to, forward, data and weight
     gradients match the unpatched path (the weight gradient may come from
     oneDNN and the data gradient from im2col, which must then build its own
     column buffer), and every fallback names a reference ("ref:") kernel."""
@@ -457,7 +458,7 @@ def test_onednn_declines_its_reference_kernels_for_im2col(tmp_path, monkeypatch,
     capfd.readouterr()
     onednn = step("onednn")
     fallbacks = declined(capfd)
-    assert all(layer == "upscore8" and impl.startswith("ref:")
+    assert all(layer == "upscore8" and "ref" in re.split(r"[:+,]", impl)
                for (layer, _), impl in fallbacks.items()), fallbacks
     print("oneDNN declined:", fallbacks or "nothing")
     assert_close(reference, onednn, "459-class upscore")
