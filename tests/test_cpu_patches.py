@@ -327,12 +327,19 @@ layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up"
 """
 
 
+def onednn_log(capfd):
+    """CAFFE_ONEDNN_LOG's stderr messages since the last call, without their prefix."""
+    prefix = "caffe onednn: "
+    return [line[len(prefix):] for line in capfd.readouterr().err.splitlines()
+            if line.startswith(prefix)]
+
+
 def reorders(capfd):
-    """{layer: weight reorders} from CAFFE_ONEDNN_LOG's stderr lines since the last call."""
+    """{layer: weight reorders} from CAFFE_ONEDNN_LOG since the last call."""
     counts = {}
-    for line in capfd.readouterr().err.splitlines():
-        if line.startswith("caffe onednn: ") and " weights reordered for " in line:
-            layer = line.split()[2]
+    for message in onednn_log(capfd):
+        if " weights reordered for " in message:
+            layer = message.split()[0]
             counts[layer] = counts.get(layer, 0) + 1
     return counts
 
@@ -424,9 +431,9 @@ layer { name: "upscore8" type: "Deconvolution" bottom: "score" top: "upscore8"
 def declined(capfd):
     """{(layer, direction): oneDNN implementation} that CAFFE_ONEDNN_LOG says went to im2col."""
     found = {}
-    for line in capfd.readouterr().err.splitlines():
-        if line.startswith("caffe onednn: ") and "; im2col + GEMM instead" in line:
-            head, impl = line[len("caffe onednn: "):].split(": oneDNN has only ")
+    for message in onednn_log(capfd):
+        if message.endswith("; im2col + GEMM instead"):
+            head, impl = message.split(": oneDNN has only ")
             layer, direction = head.split(" ", 1)
             found[(layer, direction)] = impl.split(" for this shape")[0]
     return found
