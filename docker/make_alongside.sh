@@ -20,7 +20,7 @@ start=$(date +%s)
 setsid make "$beside" "$@" > "$log" 2>&1 &
 pid=$!
 stop_beside() { kill -TERM -- "-$pid" 2>/dev/null || true; }
-trap 'stop_beside; rm -f "$log"' INT TERM
+trap 'stop_beside; rm -f "$log"; exit 130' INT TERM
 main_rc=0
 make "$main" "$@" || main_rc=$?
 if [ "$main_rc" -ne 0 ]; then stop_beside; fi
